@@ -1,0 +1,66 @@
+# kmipfs build, test and benchmark targets. "make setup" installs what a fresh Debian machine lacks.
+GO       ?= go
+BIN      := bin/kmipfs
+PKGS     := $(shell $(GO) list ./... 2>/dev/null | grep -v /tests)
+FUZZTIME ?= 20s
+DEMODIR  ?= kmipfs-demo
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all setup build demo test test-integration fuzz bench lint tidy-check ci clean
+
+all: build
+
+# setup installs the system packages the mount and the tests use (FUSE, xattr tools, sqlite) and
+# downloads the Go modules. It is idempotent and quick when everything is there.
+setup:
+	@missing=""; \
+	for p in fuse3:fusermount3 attr:setfattr; do \
+		command -v $${p#*:} >/dev/null 2>&1 || missing="$$missing $${p%%:*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+build:
+	$(GO) build ./...
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kmipfs
+
+# demo builds kmipfs and runs the zero set-up demo under $(DEMODIR); Ctrl-C unmounts.
+demo: build
+	./$(BIN) demo $(DEMODIR)
+
+test:
+	$(GO) test -race -count=1 $(PKGS)
+
+test-integration: build
+	KMIPFS_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 1 -timeout 10m ./tests/...
+	@if grep -q ' fuse.kmipfs' /proc/mounts; then echo "leftover kmipfs mounts:"; grep ' fuse.kmipfs' /proc/mounts; exit 1; fi
+
+fuzz:
+	@for pkg in $(PKGS); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+lint:
+	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+tidy-check:
+	$(GO) mod tidy
+	git diff --exit-code go.mod go.sum
+
+# ci is what .ci/run calls on a fresh machine: lint, unit tests with the race detector, the mounted
+# tests, and the unit tests once more on one CPU.
+ci: lint test test-integration
+	GOMAXPROCS=1 $(GO) test -count=1 $(PKGS)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/kmipfs/kmipfs/fs"
+	"github.com/kmipfs/kmipfs/kms"
+)
+
+// Config is the whole kmipfs.toml. Each section belongs to the package that uses it; this file
+// only decodes, fills defaults, resolves relative paths and validates.
+type Config struct {
+	KMS   kms.Config  `toml:"kms"`
+	Store StoreConfig `toml:"store"`
+	Meta  MetaConfig  `toml:"meta"`
+	FS    fs.Config   `toml:"fs"`
+	Log   LogConfig   `toml:"log"`
+}
+
+// StoreConfig is the [store] section: where ciphertext objects are kept.
+type StoreConfig struct {
+	Backend string `toml:"backend"` // "local" (the default)
+	Path    string `toml:"path"`    // local: the directory holding the objects
+}
+
+// MetaConfig is the [meta] section: where the Badger metadata database lives.
+type MetaConfig struct {
+	Path string `toml:"path"`
+}
+
+// LogConfig is the [log] section.
+type LogConfig struct {
+	Level  string `toml:"level"`  // debug, info, warn, error (default info)
+	Format string `toml:"format"` // text or json (default text)
+}
+
+// Default locations, as for a system service.
+const (
+	defaultStorePath = "/var/lib/kmipfs/objects"
+	defaultMetaPath  = "/var/lib/kmipfs/meta"
+)
+
+// loadConfig reads path strictly: an unknown option or a value of the wrong type stops start-up
+// with the option's name. Relative paths are taken relative to the config file's directory.
+func loadConfig(path string) (*Config, error) {
+	var c Config
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("config %s: %s", path, perr.ErrorWithPosition())
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return nil, fmt.Errorf("config %s: unknown option %s (see the example in README.md)", path, strings.Join(keys, ", "))
+	}
+	c.setDefaults()
+	c.resolvePaths(filepath.Dir(path))
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	c.KMS.SetDefaults()
+	c.FS.SetDefaults()
+	if c.Store.Backend == "" {
+		c.Store.Backend = "local"
+	}
+	if c.Store.Path == "" {
+		c.Store.Path = defaultStorePath
+	}
+	if c.Meta.Path == "" {
+		c.Meta.Path = defaultMetaPath
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+}
+
+func (c *Config) resolvePaths(base string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	abs(&c.KMS.CAPath)
+	abs(&c.KMS.ClientCert)
+	abs(&c.KMS.ClientKey)
+	abs(&c.Store.Path)
+	abs(&c.Meta.Path)
+}
+
+// Validate checks every section and names the first wrong option.
+func (c *Config) Validate() error {
+	if err := c.KMS.Validate(); err != nil {
+		return err
+	}
+	if c.Store.Backend != "local" {
+		return fmt.Errorf("store.backend: expected \"local\", got %q", c.Store.Backend)
+	}
+	if err := checkDir("store.path", c.Store.Path); err != nil {
+		return err
+	}
+	if err := checkDir("meta.path", c.Meta.Path); err != nil {
+		return err
+	}
+	if err := c.FS.Validate(); err != nil {
+		return err
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return err
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format: expected \"text\" or \"json\", got %q", c.Log.Format)
+	}
+	return nil
+}
+
+// checkDir accepts a directory that exists or can be created.
+func checkDir(option, p string) error {
+	st, err := os.Stat(p)
+	switch {
+	case err == nil && !st.IsDir():
+		return fmt.Errorf("%s: expected a directory, %s is not one", option, p)
+	case err == nil:
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return fmt.Errorf("%s: cannot create %s: %w", option, p, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("%s: %w", option, err)
+	}
+}
+
+// writeConfig writes c as a TOML file readable only by its owner.
+func writeConfig(path string, c *Config, header string) error {
+	var b strings.Builder
+	b.WriteString(header)
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kmipfs/kmipfs/crypt"
+	"github.com/kmipfs/kmipfs/fs"
+	"github.com/kmipfs/kmipfs/kms"
+	"github.com/kmipfs/kmipfs/meta"
+	"github.com/kmipfs/kmipfs/objstore/local"
+)
+
+func cmdMount(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	configPath := fl.String("config", "/etc/kmipfs/kmipfs.toml", "the config file")
+	debug := fl.Bool("debug", false, "log every FUSE request and reply")
+	logLevel := fl.String("log-level", "", "override log.level from the config (debug, info, warn, error)")
+	fl.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: kmipfs mount [--config FILE] [--debug] MOUNTPOINT\n\nMounts kmipfs in the foreground. SIGINT or SIGTERM unmounts.\n\n")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return &exitError{code: exitOK, err: errHelp}
+		}
+		return &exitError{code: exitUsage, err: errHelp}
+	}
+	if fl.NArg() != 1 {
+		fl.Usage()
+		return &exitError{code: exitUsage, err: errHelp}
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return fail(exitUsage, "%v", err)
+	}
+	if *logLevel != "" {
+		if _, err := parseLevel(*logLevel); err != nil {
+			return fail(exitUsage, "--log-level: %v", err)
+		}
+		cfg.Log.Level = *logLevel
+	}
+	logger := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	sigs := notifyStop()
+	defer signal.Stop(sigs)
+	m, err := startMount(cfg, fl.Arg(0), *debug, logger)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "kmipfs mounted at %s (Ctrl-C to unmount)\n", m.mountpoint)
+	return m.serveUntilSignal(sigs)
+}
+
+// notifyStop starts catching SIGINT and SIGTERM. It is called before mounting, so that a signal
+// that arrives while the mount comes up still leads to a clean unmount instead of killing the
+// process and leaving a dead mount behind.
+func notifyStop() chan os.Signal {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	return sigs
+}
+
+// mounted is a running mount and everything it holds open.
+type mounted struct {
+	mountpoint string
+	log        *slog.Logger
+	srv        *fuse.Server
+	fsys       *fs.FS
+	db         *meta.DB
+	client     *kms.Client
+	cache      *kms.Cache
+}
+
+// startMount connects to the KMIP server (checking it answers, so a wrong address, CA or client
+// certificate stops start-up with one clear line), opens the store and metadata, and mounts.
+func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger) (*mounted, error) {
+	client, err := kms.NewClient(cfg.KMS, logger)
+	if err != nil {
+		return nil, fail(exitUsage, "%v", err)
+	}
+	pingCtx, cancel := context.WithTimeout(context.Background(), cfg.KMS.Timeout.Duration+time.Second)
+	err = client.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		client.Close()
+		return nil, fail(exitKMS, "KMIP server %s: %v", cfg.KMS.Addr, err)
+	}
+	store, err := local.New(cfg.Store.Path, local.Options{Logger: logger})
+	if err != nil {
+		client.Close()
+		return nil, fail(exitMount, "store.path: %v", err)
+	}
+	db, err := meta.Open(cfg.Meta.Path, meta.Options{Logger: logger})
+	if err != nil {
+		client.Close()
+		return nil, fail(exitMount, "meta.path: %v", err)
+	}
+	cache := kms.NewCache(client, cfg.KMS.CacheTTL.Duration, cfg.KMS.NegativeTTL.Duration, logger)
+	m := &mounted{mountpoint: mountpoint, log: logger, db: db, client: client, cache: cache}
+	m.fsys, err = fs.New(context.Background(), fs.Options{
+		Meta:        db,
+		Store:       store,
+		Keys:        cache,
+		KeyTemplate: cfg.KMS.KeyTemplate,
+		Config:      cfg.FS,
+		Logger:      logger,
+	})
+	if err != nil {
+		m.closeBackends()
+		return nil, fail(exitMount, "%v", err)
+	}
+	m.srv, err = fs.Mount(mountpoint, m.fsys, fs.MountOptions{Debug: debug, FsName: "kmipfs:" + cfg.Store.Path})
+	if err != nil {
+		m.closeBackends()
+		return nil, fail(exitMount, "%v (is the mount point an existing empty directory, and is /dev/fuse usable?)", err)
+	}
+	logger.Info("mounted", "mountpoint", mountpoint, "kms", cfg.KMS.Addr, "store", cfg.Store.Path, "meta", cfg.Meta.Path)
+	return m, nil
+}
+
+// serveUntilSignal serves requests until SIGINT/SIGTERM or an external unmount, then unmounts and
+// writes out what is still buffered.
+func (m *mounted) serveUntilSignal(sigs <-chan os.Signal) error {
+	done := make(chan struct{})
+	go func() { m.srv.Wait(); close(done) }()
+	select {
+	case s := <-sigs:
+		m.log.Info("unmounting", "signal", s.String())
+		m.unmount(sigs, done)
+	case <-done:
+		m.log.Info("unmounted from outside")
+	}
+	return m.close()
+}
+
+// unmount asks the kernel to unmount, retrying while the mount is busy, until a second signal
+// forces a lazy unmount.
+func (m *mounted) unmount(sigs <-chan os.Signal, done <-chan struct{}) {
+	for {
+		err := m.srv.Unmount()
+		if err == nil {
+			<-done
+			return
+		}
+		m.log.Warn("unmount failed; retrying (send the signal again to detach lazily)", "err", err)
+		select {
+		case <-sigs:
+			_ = syscall.Unmount(m.mountpoint, syscall.MNT_DETACH)
+			<-done
+			return
+		case <-done:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// close flushes buffered data and closes the backends.
+func (m *mounted) close() error {
+	var err error
+	if m.fsys != nil {
+		if ferr := m.fsys.FlushAll(context.Background()); ferr != nil {
+			m.log.Error("data that could not be stored at unmount is lost", "err", ferr)
+			err = fail(exitFailure, "flush at unmount: %v", ferr)
+		}
+	}
+	m.closeBackends()
+	return err
+}
+
+func (m *mounted) closeBackends() {
+	if m.cache != nil {
+		m.cache.Close()
+	}
+	if m.client != nil {
+		m.client.Close()
+	}
+	if m.db != nil {
+		if err := m.db.Close(); err != nil {
+			m.log.Error("closing metadata", "err", err)
+		}
+	}
+}
+
+func cmdVersion(stdout io.Writer) error {
+	fmt.Fprintf(stdout, "kmipfs %s (on-store format %d)\n", version, crypt.Version)
+	return nil
+}

@@ -1,0 +1,312 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sort"
+	"sync"
+	"syscall"
+
+	"github.com/kmipfs/kmipfs/crypt"
+	"github.com/kmipfs/kmipfs/meta"
+	"github.com/kmipfs/kmipfs/objstore"
+)
+
+const blockSize = crypt.PlainBS
+
+// openFile is the data state of one regular file while it is open (or holds data that could not
+// be stored yet): its cipher, its size including unflushed writes, the dirty blocks, and a copy of
+// its committed extent map.
+type openFile struct {
+	fsys   *FS
+	ino    meta.Ino
+	bucket string
+	path   string // a path of the file when it was opened, for log lines
+	fileID crypt.FileID
+	cipher *crypt.Cipher
+
+	// refs counts acquire calls not yet released. Protected by FS.mu.
+	refs int
+
+	// mu is the content lock; see the package comment for why it is held across store I/O.
+	mu sync.Mutex
+	// The fields below are protected by mu.
+	size         uint64
+	gen          uint64 // last committed write generation
+	mtime, ctime int64
+	metaDirty    bool              // size or times changed since the last commit
+	dirty        map[uint64][]byte // block index -> blockSize bytes of plaintext
+	truncated    bool              // a truncate is pending: committed blocks >= keepBlocks are gone
+	keepBlocks   uint64
+	extents      []meta.Extent // committed extent map, sorted by Block
+}
+
+func (of *openFile) hasDirtyLocked() bool {
+	return len(of.dirty) > 0 || of.truncated || of.metaDirty
+}
+
+// attrOverlay returns the size and times to report for the file, taking unflushed writes into
+// account.
+func (of *openFile) attrOverlay(size uint64, mtime, ctime int64) (uint64, int64, int64) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if of.metaDirty {
+		return of.size, of.mtime, of.ctime
+	}
+	return size, mtime, ctime
+}
+
+// setTimes records explicitly set times so that a later flush commits them, not the write time.
+func (of *openFile) setTimes(mtime, ctime int64) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	of.mtime, of.ctime = mtime, ctime
+}
+
+// extentOf returns the committed extent holding block b, if any, honouring a pending truncate.
+func (of *openFile) extentOf(b uint64) (meta.Extent, bool) {
+	if of.truncated && b >= of.keepBlocks {
+		return meta.Extent{}, false
+	}
+	i := sort.Search(len(of.extents), func(i int) bool { return of.extents[i].Block+of.extents[i].Count > b })
+	if i < len(of.extents) && of.extents[i].Block <= b {
+		return of.extents[i], true
+	}
+	return meta.Extent{}, false
+}
+
+// loadBlock returns a fresh copy of the committed plaintext of block b (zeros for a hole).
+func (of *openFile) loadBlock(ctx context.Context, b uint64) ([]byte, error) {
+	buf := make([]byte, blockSize)
+	if err := of.readCommitted(ctx, b, 1, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// readCommitted decrypts count committed blocks starting at first into dst (count*blockSize
+// bytes). Runs of blocks stored in consecutive slots of one object are fetched with one ranged GET.
+func (of *openFile) readCommitted(ctx context.Context, first, count uint64, dst []byte) error {
+	for b := first; b < first+count; {
+		ext, ok := of.extentOf(b)
+		if !ok {
+			clear(dst[(b-first)*blockSize : (b-first+1)*blockSize])
+			b++
+			continue
+		}
+		n := min(ext.Block+ext.Count, first+count) - b
+		if of.truncated && b+n > of.keepBlocks {
+			n = of.keepBlocks - b
+		}
+		slot := ext.Slot + (b - ext.Block)
+		sealed, err := of.fsys.store.Get(ctx, of.bucket, ext.Object, int64(slot*crypt.CipherBS), int64(n*crypt.CipherBS))
+		if err != nil {
+			if errors.Is(err, objstore.ErrNotFound) {
+				return fmt.Errorf("object %s of block %d is missing from the store: %w", ext.Object, b, crypt.ErrAuth)
+			}
+			return fmt.Errorf("get object %s: %w", ext.Object, err)
+		}
+		if uint64(len(sealed)) != n*crypt.CipherBS {
+			return fmt.Errorf("object %s is shorter than the metadata says (block %d): %w", ext.Object, b+uint64(len(sealed))/crypt.CipherBS, crypt.ErrAuth)
+		}
+		for i := uint64(0); i < n; i++ {
+			out := dst[(b+i-first)*blockSize : (b+i-first)*blockSize]
+			if _, err := of.cipher.OpenBlock(out, sealed[i*crypt.CipherBS:(i+1)*crypt.CipherBS], b+i, ext.Gen); err != nil {
+				return fmt.Errorf("block %d (object %s slot %d): %w", b+i, ext.Object, slot+i, err)
+			}
+		}
+		b += n
+	}
+	return nil
+}
+
+// readLocked copies file bytes at off into dest and returns how many; fewer only at end of file.
+func (of *openFile) readLocked(ctx context.Context, dest []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errnoErr(syscall.EINVAL, "negative offset")
+	}
+	if uint64(off) >= of.size {
+		return 0, nil
+	}
+	end := min(uint64(off)+uint64(len(dest)), of.size)
+	first, last := uint64(off)/blockSize, (end-1)/blockSize
+	buf := make([]byte, (last-first+1)*blockSize)
+	// Committed blocks are read in runs between dirty ones.
+	for b := first; b <= last; {
+		if blk, ok := of.dirty[b]; ok {
+			copy(buf[(b-first)*blockSize:], blk)
+			b++
+			continue
+		}
+		runEnd := b
+		for runEnd <= last {
+			if _, ok := of.dirty[runEnd]; ok {
+				break
+			}
+			runEnd++
+		}
+		if err := of.readCommitted(ctx, b, runEnd-b, buf[(b-first)*blockSize:(runEnd-first)*blockSize]); err != nil {
+			return 0, err
+		}
+		b = runEnd
+	}
+	start := uint64(off) - first*blockSize
+	return copy(dest, buf[start:start+end-uint64(off)]), nil
+}
+
+// writeLocked puts data at off into the dirty buffer, reading partially overwritten blocks first,
+// and flushes when the buffer passes FlushBytes.
+func (of *openFile) writeLocked(ctx context.Context, data []byte, off int64) error {
+	pos, end := uint64(off), uint64(off)+uint64(len(data))
+	for pos < end {
+		b, boff := pos/blockSize, pos%blockSize
+		n := min(blockSize-boff, end-pos)
+		blk, ok := of.dirty[b]
+		if !ok {
+			if boff == 0 && n == blockSize {
+				blk = make([]byte, blockSize)
+			} else {
+				var err error
+				if blk, err = of.loadBlock(ctx, b); err != nil {
+					return err
+				}
+			}
+			of.dirty[b] = blk
+		}
+		copy(blk[boff:], data[pos-uint64(off):pos-uint64(off)+n])
+		pos += n
+	}
+	if end > of.size {
+		of.size = end
+	}
+	t := now()
+	of.mtime, of.ctime = t, t
+	of.metaDirty = true
+	if len(of.dirty)*blockSize >= of.fsys.flushBytes {
+		return of.flushLocked(ctx)
+	}
+	return nil
+}
+
+// truncate sets the file size. Shrinking re-encrypts the block that is cut, with zeros after the
+// new end, so that bytes past the end read as zeros if the file grows again.
+func (of *openFile) truncate(ctx context.Context, size uint64) error {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if size < of.size {
+		keep := (size + blockSize - 1) / blockSize
+		for b := range of.dirty {
+			if b >= keep {
+				delete(of.dirty, b)
+			}
+		}
+		if tail := size % blockSize; tail != 0 {
+			b := size / blockSize
+			blk, ok := of.dirty[b]
+			if !ok {
+				var err error
+				if blk, err = of.loadBlock(ctx, b); err != nil {
+					return err
+				}
+				of.dirty[b] = blk
+			}
+			clear(blk[tail:])
+		}
+		if !of.truncated || keep < of.keepBlocks {
+			of.keepBlocks = keep
+		}
+		of.truncated = true
+	}
+	of.size = size
+	t := now()
+	of.mtime, of.ctime = t, t
+	of.metaDirty = true
+	return of.flushLocked(ctx)
+}
+
+// flushLocked seals the dirty blocks (in parallel), stores them as one new object, then commits
+// the new extents and the size in one meta transaction. On any error the dirty state is kept.
+func (of *openFile) flushLocked(ctx context.Context) error {
+	if !of.hasDirtyLocked() {
+		return nil
+	}
+	blocks := make([]uint64, 0, len(of.dirty))
+	for b := range of.dirty {
+		blocks = append(blocks, b)
+	}
+	slices.Sort(blocks)
+	gen := of.gen + 1
+	var object string
+	if len(blocks) > 0 {
+		object = objectKey(of.fileID, gen)
+		sealed := of.seal(blocks, gen)
+		if err := of.fsys.store.Put(ctx, of.bucket, object, sealed); err != nil {
+			return fmt.Errorf("put object %s: %w", object, err)
+		}
+	}
+	w := meta.Write{Object: object, Gen: gen, Blocks: blocks, Truncate: of.truncated, KeepBlocks: of.keepBlocks}
+	size, mtime, ctime := of.size, of.mtime, of.ctime
+	_, freed, err := of.fsys.meta.CommitWrite(ctx, of.ino, w, func(in *meta.Inode) error {
+		in.Size, in.Mtime, in.Ctime = size, mtime, ctime
+		if gen > in.Gen {
+			in.Gen = gen
+		}
+		return nil
+	})
+	if err != nil {
+		if object != "" {
+			// Nothing points at the object; remove it now rather than leave it to fsck.
+			_ = of.fsys.store.Delete(context.WithoutCancel(ctx), of.bucket, object)
+		}
+		return fmt.Errorf("commit write: %w", err)
+	}
+	of.gen = gen
+	clear(of.dirty)
+	of.truncated, of.keepBlocks, of.metaDirty = false, 0, false
+	if extents, err := of.fsys.meta.Extents(ctx, of.ino); err == nil {
+		of.extents = extents
+	} else {
+		return fmt.Errorf("reload extents: %w", err)
+	}
+	of.fsys.deleteObjects(context.WithoutCancel(ctx), freed)
+	return nil
+}
+
+// seal encrypts the given dirty blocks into one object body, slot i holding blocks[i], spreading
+// the work over the available cores.
+func (of *openFile) seal(blocks []uint64, gen uint64) []byte {
+	out := make([]byte, len(blocks)*crypt.CipherBS)
+	workers := min(runtime.GOMAXPROCS(0), (len(blocks)+63)/64)
+	if workers <= 1 {
+		for i, b := range blocks {
+			of.cipher.SealBlock(out[i*crypt.CipherBS:i*crypt.CipherBS:(i+1)*crypt.CipherBS], of.dirty[b], b, gen)
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	per := (len(blocks) + workers - 1) / workers
+	for w := 0; w < workers; w++ {
+		lo, hi := w*per, min((w+1)*per, len(blocks))
+		if lo >= hi {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				b := blocks[i]
+				of.cipher.SealBlock(out[i*crypt.CipherBS:i*crypt.CipherBS:(i+1)*crypt.CipherBS], of.dirty[b], b, gen)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// objectKey names the object written by generation gen of a file: "<file id>/<gen, 16 hex>".
+func objectKey(id crypt.FileID, gen uint64) string {
+	return fmt.Sprintf("%s/%016x", id, gen)
+}

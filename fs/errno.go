@@ -1,0 +1,81 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"syscall"
+
+	"github.com/kmipfs/kmipfs/crypt"
+	"github.com/kmipfs/kmipfs/kms"
+	"github.com/kmipfs/kmipfs/meta"
+	"github.com/kmipfs/kmipfs/objstore"
+)
+
+// errnoError carries an errno chosen by fs itself through code that returns error.
+type errnoError struct {
+	errno syscall.Errno
+	msg   string
+}
+
+func (e *errnoError) Error() string { return e.msg }
+
+// errnoErr returns an error that toErrno maps to errno.
+func errnoErr(errno syscall.Errno, msg string) error { return &errnoError{errno: errno, msg: msg} }
+
+// toErrno maps an error from the leaf packages to the errno the application sees. It is the only
+// place where that mapping happens. Unexpected errors become EIO and are logged once here, with op
+// and the attributes the caller passes (bucket, path, inode), so a person can act on the line.
+func (f *FS) toErrno(err error, op string, attrs ...any) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var ee *errnoError
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &ee):
+		return ee.errno
+	case errors.As(err, &errno):
+		return errno
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	case errors.Is(err, context.DeadlineExceeded):
+		f.log.Warn("request timed out", append([]any{"op", op, "err", err}, attrs...)...)
+		return syscall.ETIMEDOUT
+	case errors.Is(err, meta.ErrNotFound), errors.Is(err, objstore.ErrBucketNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, meta.ErrExist):
+		return syscall.EEXIST
+	case errors.Is(err, meta.ErrNotEmpty), errors.Is(err, objstore.ErrBucketNotEmpty):
+		return syscall.ENOTEMPTY
+	case errors.Is(err, meta.ErrNotDir):
+		return syscall.ENOTDIR
+	case errors.Is(err, meta.ErrIsDir):
+		return syscall.EISDIR
+	case errors.Is(err, meta.ErrCrossBucket):
+		return syscall.EXDEV
+	case errors.Is(err, meta.ErrInvalid), errors.Is(err, objstore.ErrInvalidBucketName):
+		return syscall.EINVAL
+	case errors.Is(err, objstore.ErrNoSpace):
+		f.log.Error("object store is full", append([]any{"op", op, "err", err}, attrs...)...)
+		return syscall.ENOSPC
+	case errors.Is(err, kms.ErrKeyNotFound):
+		f.log.Warn("key not found in KMIP", append([]any{"op", op, "err", err}, attrs...)...)
+		return syscall.ENOKEY
+	case errors.Is(err, kms.ErrAmbiguous), errors.Is(err, kms.ErrBadKey):
+		f.log.Error("unusable KMIP key", append([]any{"op", op, "err", err}, attrs...)...)
+		return syscall.ENOKEY
+	case errors.Is(err, crypt.ErrAuth), errors.Is(err, crypt.ErrFormat):
+		f.log.Error("authentication failed: data in the object store was changed or damaged",
+			append([]any{"op", op, "err", err}, attrs...)...)
+		return syscall.EIO
+	case errors.Is(err, kms.ErrUnavailable):
+		f.log.Error("KMIP server unavailable", append([]any{"op", op, "err", err}, attrs...)...)
+		return syscall.EIO
+	}
+	f.log.Error("I/O error", append([]any{"op", op, "err", err}, attrs...)...)
+	return syscall.EIO
+}
+
+// discardLogger is used when Options.Logger is nil.
+var discardLogger = slog.New(slog.DiscardHandler)

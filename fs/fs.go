@@ -1,0 +1,305 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kmipfs/kmipfs/meta"
+	"github.com/kmipfs/kmipfs/objstore"
+)
+
+// SecretSource hands out the KMIP secret (key-encryption key) stored under a KMIP object name.
+// The caller owns the returned slice and zeroes it after use. kms.Cache implements it.
+type SecretSource interface {
+	Secret(ctx context.Context, name string) ([]byte, error)
+}
+
+// Config is the [fs] section of kmipfs.toml.
+type Config struct {
+	// DefaultKeyID is the key id for files in trees where no directory names one. Empty means such
+	// creates fail with ENOKEY.
+	DefaultKeyID string `toml:"default_key_id"`
+	// AllowOther lets users other than the one who mounted access the filesystem (FUSE allow_other).
+	AllowOther bool `toml:"allow_other"`
+	// DefaultPermissions makes the kernel check mode bits (FUSE default_permissions). Default true.
+	DefaultPermissions *bool `toml:"default_permissions"`
+}
+
+// SetDefaults fills in the defaults of unset options.
+func (c *Config) SetDefaults() {
+	if c.DefaultPermissions == nil {
+		t := true
+		c.DefaultPermissions = &t
+	}
+}
+
+// Validate checks the options and names the one that is wrong.
+func (c Config) Validate() error {
+	if strings.ContainsAny(c.DefaultKeyID, "\x00/") {
+		return fmt.Errorf("fs.default_key_id: expected a key id without NUL or '/', got %q", c.DefaultKeyID)
+	}
+	return nil
+}
+
+// Options are what New needs to build a filesystem.
+type Options struct {
+	Meta  *meta.DB
+	Store objstore.Store
+	Keys  SecretSource
+	// KeyTemplate turns a key id into a KMIP object name ("$keyid" is replaced).
+	KeyTemplate string
+	Config      Config
+	Logger      *slog.Logger
+	// FlushBytes is the size of a file's dirty buffer that triggers a flush to the store while the
+	// file is still being written (default 16 MiB).
+	FlushBytes int
+	// EntryTimeout and AttrTimeout are how long the kernel may cache names and attributes.
+	EntryTimeout, AttrTimeout time.Duration
+}
+
+// FS is a kmipfs filesystem: the state shared by all nodes of one mount.
+type FS struct {
+	meta        *meta.DB
+	store       objstore.Store
+	keys        SecretSource
+	keyTemplate string
+	cfg         Config
+	log         *slog.Logger
+	flushBytes  int
+	entryTTL    time.Duration
+	attrTTL     time.Duration
+
+	root *node
+
+	mu sync.Mutex
+	// files holds the per-inode data state of every regular file that is open or still has
+	// unflushed data. Protected by mu.
+	files map[meta.Ino]*openFile
+	// dyingBuckets are buckets removed from the namespace whose store bucket still holds objects
+	// of files that were unlinked while open; the store bucket goes when the last is released.
+	// Protected by mu.
+	dyingBuckets map[string]bool
+}
+
+// New builds the filesystem, releases inodes orphaned by an earlier run (unlinked while open) and
+// deletes objects left on the GC queue.
+func New(ctx context.Context, opts Options) (*FS, error) {
+	if opts.Meta == nil || opts.Store == nil || opts.Keys == nil {
+		return nil, errors.New("fs: Meta, Store and Keys are required")
+	}
+	opts.Config.SetDefaults()
+	if err := opts.Config.Validate(); err != nil {
+		return nil, err
+	}
+	f := &FS{
+		meta:         opts.Meta,
+		store:        opts.Store,
+		keys:         opts.Keys,
+		keyTemplate:  opts.KeyTemplate,
+		cfg:          opts.Config,
+		log:          opts.Logger,
+		flushBytes:   opts.FlushBytes,
+		entryTTL:     opts.EntryTimeout,
+		attrTTL:      opts.AttrTimeout,
+		files:        make(map[meta.Ino]*openFile),
+		dyingBuckets: make(map[string]bool),
+	}
+	if f.log == nil {
+		f.log = discardLogger
+	}
+	if f.keyTemplate == "" {
+		f.keyTemplate = "$keyid"
+	}
+	if f.flushBytes <= 0 {
+		f.flushBytes = 16 << 20
+	}
+	if f.entryTTL == 0 {
+		f.entryTTL = time.Second
+	}
+	if f.attrTTL == 0 {
+		f.attrTTL = time.Second
+	}
+	f.root = &node{fsys: f, ino: meta.RootIno}
+	if err := f.recover(ctx); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// recover finishes what a previous run left undone: orphan inodes and queued object deletions.
+func (f *FS) recover(ctx context.Context) error {
+	orphans, err := f.meta.Orphans(ctx)
+	if err != nil {
+		return fmt.Errorf("fs: list orphans: %w", err)
+	}
+	for _, ino := range orphans {
+		if _, err := f.meta.Release(ctx, ino); err != nil {
+			return fmt.Errorf("fs: release orphan inode %d: %w", ino, err)
+		}
+	}
+	pending, err := f.meta.PendingGC(ctx)
+	if err != nil {
+		return fmt.Errorf("fs: list gc queue: %w", err)
+	}
+	f.deleteObjects(ctx, pending)
+	return nil
+}
+
+// deleteObjects removes objects that no longer hold live blocks and takes them off the GC queue.
+// Failures are logged and the objects stay queued for the next mount.
+func (f *FS) deleteObjects(ctx context.Context, refs []meta.ObjectRef) {
+	if len(refs) == 0 {
+		return
+	}
+	done := refs[:0:0]
+	for _, r := range refs {
+		if err := f.store.Delete(ctx, r.Bucket, r.Key); err != nil && !errors.Is(err, objstore.ErrBucketNotFound) {
+			f.log.Warn("delete of superseded object failed; it stays queued", "bucket", r.Bucket, "object", r.Key, "err", err)
+			continue
+		}
+		done = append(done, r)
+	}
+	if err := f.meta.DoneGC(ctx, done); err != nil {
+		f.log.Warn("gc queue update failed", "err", err)
+	}
+}
+
+// deleteBucket removes a bucket from the store after rmdir removed it from meta: first the objects
+// still queued for deletion, then the bucket. Files of the bucket that were unlinked while open
+// keep objects there until their last close; then releaseIfUnused calls this again.
+func (f *FS) deleteBucket(ctx context.Context, name string) {
+	if pending, err := f.meta.PendingGC(ctx); err == nil {
+		var mine []meta.ObjectRef
+		for _, r := range pending {
+			if r.Bucket == name {
+				mine = append(mine, r)
+			}
+		}
+		f.deleteObjects(ctx, mine)
+	}
+	err := f.store.DeleteBucket(ctx, name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case err == nil, errors.Is(err, objstore.ErrBucketNotFound):
+		delete(f.dyingBuckets, name)
+	case errors.Is(err, objstore.ErrBucketNotEmpty) && f.openInBucketLocked(name):
+		f.dyingBuckets[name] = true
+	default:
+		delete(f.dyingBuckets, name)
+		f.log.Warn("bucket removed from the filesystem but not from the object store; fsck lists what is left in it",
+			"bucket", name, "err", err)
+	}
+}
+
+func (f *FS) openInBucketLocked(name string) bool {
+	for _, of := range f.files {
+		if of.bucket == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Root returns the root node for go-fuse.
+func (f *FS) Root() gofs.InodeEmbedder { return f.root }
+
+// FlushAll writes every file's dirty data to the store and syncs the metadata. It is called before
+// unmount; it returns the first error but tries every file.
+func (f *FS) FlushAll(ctx context.Context) error {
+	f.mu.Lock()
+	files := make([]*openFile, 0, len(f.files))
+	for _, of := range f.files {
+		files = append(files, of)
+	}
+	f.mu.Unlock()
+	var first error
+	for _, of := range files {
+		of.mu.Lock()
+		err := of.flushLocked(ctx)
+		of.mu.Unlock()
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	if err := f.meta.Sync(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+// MountOptions are the FUSE-level settings of a mount.
+type MountOptions struct {
+	// Debug logs every FUSE request and reply.
+	Debug bool
+	// FsName is shown as the source in /proc/mounts.
+	FsName string
+}
+
+// Mount mounts f at mountpoint and returns once the kernel has acknowledged the mount.
+func Mount(mountpoint string, f *FS, mo MountOptions) (*fuse.Server, error) {
+	entry, attr := f.entryTTL, f.attrTTL
+	neg := f.entryTTL
+	fsName := mo.FsName
+	if fsName == "" {
+		fsName = "kmipfs"
+	}
+	opts := &gofs.Options{
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		Logger:          log.New(slogWriter{f.log}, "", 0),
+		MountOptions: fuse.MountOptions{
+			AllowOther:   f.cfg.AllowOther,
+			FsName:       fsName,
+			Name:         "kmipfs",
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
+			Debug:        mo.Debug,
+			EnableLocks:  true,
+			// The root of kmipfs is Unix-only; xattrs are a core feature.
+			DisableXAttrs: false,
+		},
+	}
+	if *f.cfg.DefaultPermissions {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
+	}
+	if os.Geteuid() == 0 {
+		// As root the mount(2) call works without the fusermount3 helper.
+		opts.MountOptions.DirectMount = true
+	}
+	srv, err := gofs.Mount(mountpoint, f.root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
+	}
+	return srv, nil
+}
+
+// slogWriter adapts go-fuse's *log.Logger output to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(strings.TrimRight(string(p), "\n"), "component", "go-fuse")
+	return len(p), nil
+}
+
+// now returns the current time in Unix nanoseconds, the unit of meta timestamps.
+func now() int64 { return time.Now().UnixNano() }
+
+// caller returns the uid and gid of the process that made the request.
+func caller(ctx context.Context) (uid, gid uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return uint32(os.Getuid()), uint32(os.Getgid())
+}

@@ -1,0 +1,693 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/kmipfs/kmipfs/objstore"
+)
+
+var (
+	_ objstore.Store        = (*Store)(nil)
+	_ objstore.BucketLister = (*Store)(nil)
+)
+
+const (
+	// tmpDirName is the directory of temporary files under root. It cannot clash with a bucket because a bucket
+	// name must start with a letter or digit.
+	tmpDirName = ".tmp"
+	// tmpPrefix starts the name of every temporary file; the writer's pid follows it.
+	tmpPrefix = "put-"
+	// maxSegment is the longest file name Linux file systems take (NAME_MAX).
+	maxSegment = 255
+)
+
+// Options configures a Store.
+type Options struct {
+	// Logger receives the few events that are not returned as errors: stale temporary files removed at New, and
+	// best-effort clean-ups that failed. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is an objstore.Store on a local directory tree. See the package documentation for the layout.
+type Store struct {
+	root       string
+	tmp        string
+	tmpPattern string
+	log        *slog.Logger
+
+	// dirMu orders the creation of key directories against their removal: Put holds it shared around mkdir and
+	// rename, Delete and DeleteBucket hold it exclusively while they remove empty directories.
+	dirMu sync.RWMutex
+
+	// beforeRename, when set by a test, runs in Put after the temporary file is synced and before it is renamed
+	// into place.
+	beforeRename func()
+}
+
+// New opens the store rooted at root, creating root (0700) and root/.tmp if they are missing, and removes
+// temporary files left by processes that no longer run.
+func New(root string, opts Options) (*Store, error) {
+	if root == "" {
+		return nil, errors.New("objstore: open local store: empty root path")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("objstore: open local store %q: %w", root, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{
+		root:       abs,
+		tmp:        filepath.Join(abs, tmpDirName),
+		tmpPattern: tmpPrefix + strconv.Itoa(os.Getpid()) + "-*",
+		log:        log,
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, wrapErr("open local store", abs, err)
+	}
+	if err := os.Mkdir(s.tmp, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, wrapErr("open local store", abs, err)
+	}
+	if fi, err := os.Stat(s.tmp); err != nil {
+		return nil, wrapErr("open local store", abs, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("objstore: open local store %q: %s is not a directory", abs, s.tmp)
+	}
+	if err := s.cleanTemp(); err != nil {
+		return nil, wrapErr("open local store", abs, err)
+	}
+	return s, nil
+}
+
+// cleanTemp removes the temporary files of dead processes.
+func (s *Store) cleanTemp() error {
+	entries, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return err
+	}
+	removed := 0
+	for _, e := range entries {
+		if !staleTemp(e.Name()) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
+			s.log.Warn("objstore: cannot remove stale temporary file", "path", filepath.Join(s.tmp, e.Name()),
+				"err", err)
+			continue
+		}
+		removed++
+	}
+	if removed > 0 {
+		s.log.Info("objstore: removed stale temporary files", "dir", s.tmp, "count", removed)
+	}
+	return nil
+}
+
+// staleTemp reports whether the entry name in root/.tmp can be removed: it is not a temporary file of ours, or the
+// process that wrote it is gone. A pid that was reused only delays the clean-up until a later New.
+func staleTemp(name string) bool {
+	rest, ok := strings.CutPrefix(name, tmpPrefix)
+	if !ok {
+		return true
+	}
+	pidText, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return true
+	}
+	pid, err := strconv.Atoi(pidText)
+	if err != nil || pid <= 0 {
+		return true
+	}
+	if pid == os.Getpid() {
+		return false // another Store in this process may be writing it
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// wrapErr wraps an OS error as "objstore: op "name": err", adding objstore.ErrNoSpace for ENOSPC and EDQUOT.
+func wrapErr(op, name string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("objstore: %s %q: %w: %w", op, name, objstore.ErrNoSpace, err)
+	}
+	return fmt.Errorf("objstore: %s %q: %w", op, name, err)
+}
+
+// validate checks a bucket name and a key, including the local limit on segment length.
+func validate(bucket, key string) error {
+	if err := objstore.ValidBucketName(bucket); err != nil {
+		return err
+	}
+	if err := objstore.ValidKey(key); err != nil {
+		return err
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if len(seg) > maxSegment {
+			return fmt.Errorf("%w: a path segment is %d bytes long; the local store takes at most %d",
+				objstore.ErrInvalidKey, len(seg), maxSegment)
+		}
+	}
+	return nil
+}
+
+// errCollision explains why a key that ValidKey accepts cannot be stored here.
+var errCollision = fmt.Errorf("%w: the key and an existing object's key are path prefixes of each other "+
+	"(the local store cannot hold both \"a\" and \"a/b\")", objstore.ErrInvalidKey)
+
+func (s *Store) bucketDir(bucket string) string { return filepath.Join(s.root, bucket) }
+
+func (s *Store) objPath(bucket, key string) string {
+	return filepath.Join(s.root, bucket, filepath.FromSlash(key))
+}
+
+// checkBucket returns objstore.ErrBucketNotFound if the bucket directory does not exist.
+func checkBucket(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+		return objstore.ErrBucketNotFound
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return objstore.ErrBucketNotFound
+	}
+	return nil
+}
+
+// missing turns "no such file" for an object path into ErrBucketNotFound or ErrNotFound.
+func missing(bucketDir string) error {
+	if err := checkBucket(bucketDir); err != nil {
+		return err
+	}
+	return objstore.ErrNotFound
+}
+
+// isMissing reports whether err from opening an object path means that there is no such file.
+func isMissing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// syncDir fsyncs a directory so that the entries created or removed in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// CreateBucket implements objstore.Store.
+func (s *Store) CreateBucket(ctx context.Context, bucket string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("objstore: create bucket %q: %w", bucket, err)
+	}
+	if err := objstore.ValidBucketName(bucket); err != nil {
+		return fmt.Errorf("objstore: create bucket %q: %w", bucket, err)
+	}
+	if err := os.Mkdir(s.bucketDir(bucket), 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("objstore: create bucket %q: %w", bucket, objstore.ErrBucketExists)
+		}
+		return wrapErr("create bucket", bucket, err)
+	}
+	if err := syncDir(s.root); err != nil {
+		return wrapErr("create bucket", bucket, err)
+	}
+	return nil
+}
+
+// DeleteBucket implements objstore.Store. Empty directories left in the bucket by an interrupted clean-up do not
+// count as contents.
+func (s *Store) DeleteBucket(ctx context.Context, bucket string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("objstore: delete bucket %q: %w", bucket, err)
+	}
+	if err := objstore.ValidBucketName(bucket); err != nil {
+		return fmt.Errorf("objstore: delete bucket %q: %w", bucket, err)
+	}
+	dir := s.bucketDir(bucket)
+	// Exclusive: no Put may create a directory or an object in the bucket while it is checked and removed.
+	s.dirMu.Lock()
+	defer s.dirMu.Unlock()
+	err := syscall.Rmdir(dir)
+	if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+		empty, cerr := removeEmptyDirs(dir)
+		if cerr != nil {
+			return wrapErr("delete bucket", bucket, cerr)
+		}
+		if !empty {
+			return fmt.Errorf("objstore: delete bucket %q: %w", bucket, objstore.ErrBucketNotEmpty)
+		}
+		err = syscall.Rmdir(dir)
+	}
+	switch {
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("objstore: delete bucket %q: %w", bucket, objstore.ErrBucketNotFound)
+	case err != nil:
+		return wrapErr("delete bucket", bucket, &fs.PathError{Op: "rmdir", Path: dir, Err: err})
+	}
+	if err := syncDir(s.root); err != nil {
+		return wrapErr("delete bucket", bucket, err)
+	}
+	return nil
+}
+
+// removeEmptyDirs removes every subdirectory of dir that holds no file, bottom up, and reports whether dir is now
+// empty. The caller holds dirMu exclusively.
+func removeEmptyDirs(dir string) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	empty := true
+	for _, e := range entries {
+		if !e.IsDir() {
+			empty = false
+			continue
+		}
+		sub := filepath.Join(dir, e.Name())
+		subEmpty, err := removeEmptyDirs(sub)
+		if err != nil {
+			return false, err
+		}
+		if !subEmpty {
+			empty = false
+			continue
+		}
+		if err := syscall.Rmdir(sub); err != nil {
+			return false, &fs.PathError{Op: "rmdir", Path: sub, Err: err}
+		}
+	}
+	return empty, nil
+}
+
+// Buckets implements objstore.BucketLister. It lists the directories (or symlinks to directories) of root whose
+// names are valid bucket names.
+func (s *Store) Buckets(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("objstore: list buckets: %w", err)
+	}
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("objstore: list buckets: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if objstore.ValidBucketName(e.Name()) != nil {
+			continue
+		}
+		if !e.IsDir() {
+			if e.Type()&fs.ModeSymlink == 0 {
+				continue
+			}
+			if fi, err := os.Stat(filepath.Join(s.root, e.Name())); err != nil || !fi.IsDir() {
+				continue
+			}
+		}
+		names = append(names, e.Name())
+	}
+	return names, nil // os.ReadDir sorts by name
+}
+
+// Put implements objstore.Store; see the package documentation for how it is made atomic and durable.
+func (s *Store) Put(ctx context.Context, bucket, key string, data []byte) error {
+	name := bucket + "/" + key
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("objstore: put %q: %w", name, err)
+	}
+	if err := validate(bucket, key); err != nil {
+		return fmt.Errorf("objstore: put %q: %w", name, err)
+	}
+	bdir := s.bucketDir(bucket)
+	if err := checkBucket(bdir); err != nil {
+		return wrapErr("put", name, err)
+	}
+	tmp, err := s.writeTemp(data)
+	if err != nil {
+		return wrapErr("put", name, err)
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			s.removeTemp(tmp)
+		}
+	}()
+	if s.beforeRename != nil {
+		s.beforeRename()
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("objstore: put %q: %w", name, err)
+	}
+	dirs, err := s.link(bdir, key, tmp)
+	if err != nil {
+		return wrapErr("put", name, err)
+	}
+	renamed = true
+	var syncErr error
+	for _, d := range dirs {
+		if err := d.Sync(); err != nil && syncErr == nil {
+			syncErr = err
+		}
+		if err := d.Close(); err != nil && syncErr == nil {
+			syncErr = err
+		}
+	}
+	if syncErr != nil {
+		return wrapErr("put", name, syncErr)
+	}
+	return nil
+}
+
+// writeTemp writes data to a new temporary file, fsyncs and closes it, and returns its path.
+func (s *Store) writeTemp(data []byte) (string, error) {
+	f, err := os.CreateTemp(s.tmp, s.tmpPattern) // mode 0600
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		s.removeTemp(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// removeTemp removes a temporary file after a failed Put. A failure is only logged: the error of the Put is the
+// one worth returning, and New removes the file later anyway.
+func (s *Store) removeTemp(path string) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("objstore: cannot remove temporary file", "path", path, "err", err)
+	}
+}
+
+// link renames the temporary file tmp to the object key in the bucket directory bdir, creating the key's
+// directories as needed. It returns the directories to fsync, already open, so that the caller can sync them
+// without holding dirMu (an open directory can be synced even if it is removed meanwhile).
+func (s *Store) link(bdir, key, tmp string) ([]*os.File, error) {
+	s.dirMu.RLock()
+	defer s.dirMu.RUnlock()
+
+	dst := filepath.Join(bdir, filepath.FromSlash(key))
+	parent := filepath.Dir(dst)
+	firstNew := "" // the topmost directory this Put created
+	err := os.Rename(tmp, dst)
+	if errors.Is(err, syscall.ENOENT) && parent != bdir {
+		firstNew, err = mkdirs(bdir, key)
+		if err == nil {
+			err = os.Rename(tmp, dst)
+		}
+	}
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		if berr := checkBucket(bdir); berr != nil {
+			return nil, berr
+		}
+		return nil, err // the temporary file vanished: another Store's New removed it
+	case errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) ||
+		errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST):
+		return nil, errCollision
+	case err != nil:
+		return nil, err
+	}
+
+	// The new name must be durable in its directory, and every directory created for it in its parent.
+	// The directories created are firstNew down to parent, so the set to sync is parent up to firstNew's parent.
+	toSync := []string{parent}
+	if firstNew != "" {
+		stop := filepath.Dir(firstNew)
+		for d := filepath.Dir(parent); ; d = filepath.Dir(d) {
+			toSync = append(toSync, d)
+			if d == stop || len(d) <= len(bdir) {
+				break
+			}
+		}
+	}
+	dirs := make([]*os.File, 0, len(toSync))
+	for _, d := range toSync {
+		f, err := os.Open(d)
+		if err != nil {
+			for _, f := range dirs {
+				f.Close()
+			}
+			return nil, err
+		}
+		dirs = append(dirs, f)
+	}
+	return dirs, nil
+}
+
+// mkdirs creates the directories of key below the bucket directory bdir, one by one so that it never recreates
+// a bucket that was deleted. It returns the topmost directory it created, or "" if all existed. The caller holds
+// dirMu shared.
+func mkdirs(bdir, key string) (string, error) {
+	segs := strings.Split(key, "/")
+	firstNew := ""
+	dir := bdir
+	for i, seg := range segs[:len(segs)-1] {
+		dir = filepath.Join(dir, seg)
+		err := os.Mkdir(dir, 0o700)
+		switch {
+		case err == nil:
+			if firstNew == "" {
+				firstNew = dir
+			}
+		case errors.Is(err, fs.ErrExist):
+			// Already there; if it is a file, the next Mkdir or the rename reports ENOTDIR.
+		case i == 0 && errors.Is(err, syscall.ENOENT):
+			return "", objstore.ErrBucketNotFound
+		default:
+			return "", err
+		}
+	}
+	return firstNew, nil
+}
+
+// Get implements objstore.Store. A missing bucket is objstore.ErrBucketNotFound.
+func (s *Store) Get(ctx context.Context, bucket, key string, off, length int64) ([]byte, error) {
+	name := bucket + "/" + key
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("objstore: get %q: %w", name, err)
+	}
+	if err := validate(bucket, key); err != nil {
+		return nil, fmt.Errorf("objstore: get %q: %w", name, err)
+	}
+	if off < 0 {
+		return nil, fmt.Errorf("objstore: get %q: negative offset %d", name, off)
+	}
+	f, err := os.Open(s.objPath(bucket, key))
+	if err != nil {
+		if isMissing(err) {
+			return nil, wrapErr("get", name, missing(s.bucketDir(bucket)))
+		}
+		return nil, wrapErr("get", name, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, wrapErr("get", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("objstore: get %q: %w", name, objstore.ErrNotFound)
+	}
+	size := fi.Size()
+	if off >= size {
+		return []byte{}, nil
+	}
+	n := size - off
+	if length >= 0 && length < n {
+		n = length
+	}
+	if n > math.MaxInt {
+		return nil, fmt.Errorf("objstore: get %q: range of %d bytes does not fit in memory", name, n)
+	}
+	buf := make([]byte, n)
+	got, err := f.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, wrapErr("get", name, err)
+	}
+	return buf[:got], nil
+}
+
+// Stat implements objstore.Store.
+func (s *Store) Stat(ctx context.Context, bucket, key string) (objstore.Info, error) {
+	name := bucket + "/" + key
+	if err := ctx.Err(); err != nil {
+		return objstore.Info{}, fmt.Errorf("objstore: stat %q: %w", name, err)
+	}
+	if err := validate(bucket, key); err != nil {
+		return objstore.Info{}, fmt.Errorf("objstore: stat %q: %w", name, err)
+	}
+	fi, err := os.Stat(s.objPath(bucket, key))
+	if err != nil {
+		if isMissing(err) {
+			return objstore.Info{}, wrapErr("stat", name, missing(s.bucketDir(bucket)))
+		}
+		return objstore.Info{}, wrapErr("stat", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return objstore.Info{}, fmt.Errorf("objstore: stat %q: %w", name, objstore.ErrNotFound)
+	}
+	return objstore.Info{Key: key, Size: fi.Size()}, nil
+}
+
+// Delete implements objstore.Store. It removes the directories the object leaves empty, best effort.
+func (s *Store) Delete(ctx context.Context, bucket, key string) error {
+	name := bucket + "/" + key
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("objstore: delete %q: %w", name, err)
+	}
+	if err := validate(bucket, key); err != nil {
+		return fmt.Errorf("objstore: delete %q: %w", name, err)
+	}
+	bdir := s.bucketDir(bucket)
+	path := s.objPath(bucket, key)
+	err := syscall.Unlink(path)
+	switch {
+	case err == nil:
+		s.prune(bdir, filepath.Dir(path))
+		return nil
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR):
+		if berr := checkBucket(bdir); berr != nil {
+			return wrapErr("delete", name, berr)
+		}
+		return nil
+	case errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.EPERM):
+		// Linux says EISDIR, POSIX EPERM, for a directory: the key is only a prefix of other keys.
+		if fi, lerr := os.Lstat(path); lerr == nil && fi.IsDir() {
+			return nil
+		}
+	}
+	return wrapErr("delete", name, &fs.PathError{Op: "unlink", Path: path, Err: err})
+}
+
+// prune removes dir and its parents up to, not including, the bucket directory bdir, for as long as they are
+// empty.
+func (s *Store) prune(bdir, dir string) {
+	if dir == bdir {
+		return
+	}
+	s.dirMu.Lock()
+	defer s.dirMu.Unlock()
+	for ; len(dir) > len(bdir); dir = filepath.Dir(dir) {
+		err := syscall.Rmdir(dir)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOENT):
+		default:
+			s.log.Warn("objstore: cannot remove empty directory", "path", dir, "err", err)
+		}
+		return
+	}
+}
+
+// List implements objstore.Store. It walks the directories of the prefix in key order, one directory in memory
+// at a time.
+func (s *Store) List(ctx context.Context, bucket, prefix string, fn func(objstore.Info) error) error {
+	name := bucket + "/" + prefix
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("objstore: list %q: %w", name, err)
+	}
+	if err := objstore.ValidBucketName(bucket); err != nil {
+		return fmt.Errorf("objstore: list %q: %w", name, err)
+	}
+	bdir := s.bucketDir(bucket)
+	if err := checkBucket(bdir); err != nil {
+		return wrapErr("list", name, err)
+	}
+	// Descend straight to the directory named by the prefix up to its last '/'; the rest filters its entries.
+	dir, keyBase, filter := bdir, "", prefix
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		dirPart := prefix[:i]
+		if objstore.ValidKey(dirPart) != nil {
+			return nil // no valid key starts with this prefix
+		}
+		dir, keyBase, filter = filepath.Join(bdir, filepath.FromSlash(dirPart)), dirPart+"/", prefix[i+1:]
+	}
+	return s.walk(ctx, name, dir, keyBase, filter, fn)
+}
+
+type listEntry struct {
+	name    string
+	sortKey string // name, plus "/" for a directory, so that sorting entries sorts the keys below them
+	isDir   bool
+	entry   fs.DirEntry
+}
+
+// walk lists dir, whose objects have keys starting with keyBase, calling fn for the files whose names start with
+// filter and descending into the directories that do. Errors from fn are returned as they are.
+func (s *Store) walk(ctx context.Context, name, dir, keyBase, filter string, fn func(objstore.Info) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("objstore: list %q: %w", name, err)
+	}
+	dirents, err := os.ReadDir(dir)
+	if err != nil {
+		if isMissing(err) {
+			return nil // nothing there, or removed by a concurrent Delete
+		}
+		return wrapErr("list", name, err)
+	}
+	entries := make([]listEntry, 0, len(dirents))
+	for _, e := range dirents {
+		n := e.Name()
+		if !strings.HasPrefix(n, filter) || !validSegment(n) {
+			continue
+		}
+		switch {
+		case e.IsDir():
+			entries = append(entries, listEntry{name: n, sortKey: n + "/", isDir: true, entry: e})
+		case e.Type().IsRegular():
+			entries = append(entries, listEntry{name: n, sortKey: n, entry: e})
+		}
+	}
+	slices.SortFunc(entries, func(a, b listEntry) int { return strings.Compare(a.sortKey, b.sortKey) })
+	for _, e := range entries {
+		if e.isDir {
+			if err := s.walk(ctx, name, filepath.Join(dir, e.name), keyBase+e.name+"/", "", fn); err != nil {
+				return err
+			}
+			continue
+		}
+		fi, err := e.entry.Info()
+		if err != nil {
+			if isMissing(err) {
+				continue // deleted since ReadDir
+			}
+			return wrapErr("list", name, err)
+		}
+		if err := fn(objstore.Info{Key: keyBase + e.name, Size: fi.Size()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validSegment reports whether a directory entry can be a segment of a key, so that stray files that Put could
+// never have written stay out of List.
+func validSegment(n string) bool {
+	return n != "" && len(n) <= maxSegment && !strings.Contains(n, "/") && objstore.ValidKey(n) == nil
+}
