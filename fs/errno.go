@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"syscall"
+	"time"
 
 	"github.com/kmipfs/kmipfs/crypt"
 	"github.com/kmipfs/kmipfs/kms"
@@ -66,6 +67,10 @@ func (f *FS) toErrno(err error, op string, attrs ...any) syscall.Errno {
 		f.log.Error("unusable KMIP key", append([]any{"op", op, "err", err}, attrs...)...)
 		return syscall.ENOKEY
 	case errors.Is(err, crypt.ErrAuth), errors.Is(err, crypt.ErrFormat):
+		if !f.firstReport(err.Error()) {
+			// The kernel retries a failed readahead page by page; one line per damaged block.
+			return syscall.EIO
+		}
 		f.log.Error("authentication failed: data in the object store was changed or damaged",
 			append([]any{"op", op, "err", err}, attrs...)...)
 		return syscall.EIO
@@ -75,6 +80,22 @@ func (f *FS) toErrno(err error, op string, attrs ...any) syscall.Errno {
 	}
 	f.log.Error("I/O error", append([]any{"op", op, "err", err}, attrs...)...)
 	return syscall.EIO
+}
+
+// firstReport reports whether the problem named by key was not already logged in the last
+// minute, so that one damaged block gives one log line, not one per retry.
+func (f *FS) firstReport(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := time.Now()
+	if last, ok := f.reported[key]; ok && t.Sub(last) < time.Minute {
+		return false
+	}
+	if len(f.reported) > 1000 {
+		clear(f.reported)
+	}
+	f.reported[key] = t
+	return true
 }
 
 // discardLogger is used when Options.Logger is nil.

@@ -89,6 +89,8 @@ type FS struct {
 	// of files that were unlinked while open; the store bucket goes when the last is released.
 	// Protected by mu.
 	dyingBuckets map[string]bool
+	// reported remembers recently logged damage, for firstReport. Protected by mu.
+	reported map[string]time.Time
 }
 
 // New builds the filesystem, releases inodes orphaned by an earlier run (unlinked while open) and
@@ -113,6 +115,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		attrTTL:      opts.AttrTimeout,
 		files:        make(map[meta.Ino]*openFile),
 		dyingBuckets: make(map[string]bool),
+		reported:     make(map[string]time.Time),
 	}
 	if f.log == nil {
 		f.log = discardLogger
