@@ -10,11 +10,14 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 all: build
 
-# setup installs the system packages the mount and the tests use (FUSE, xattr tools, sqlite) and
-# downloads the Go modules. It is idempotent and quick when everything is there.
+# setup installs the system packages the mount and the tests use (FUSE, xattr tools, a real PyKMIP
+# server, and the programs the legacy-application tests run) and downloads the Go modules. It is
+# idempotent and quick when everything is there. Each entry is PACKAGE:COMMAND-IT-PROVIDES.
+SETUP_PACKAGES := fuse3:fusermount3 attr:setfattr python3-pykmip:pykmip-server openssl:openssl \
+	sqlite3:sqlite3 git:git rsync:rsync
 setup:
 	@missing=""; \
-	for p in fuse3:fusermount3 attr:setfattr; do \
+	for p in $(SETUP_PACKAGES); do \
 		command -v $${p#*:} >/dev/null 2>&1 || missing="$$missing $${p%%:*}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/kmipfs/kmipfs/crypt"
 	"github.com/kmipfs/kmipfs/meta"
@@ -27,6 +28,8 @@ type openFile struct {
 	path   string // a path of the file when it was opened, for log lines
 	fileID crypt.FileID
 	cipher *crypt.Cipher
+	// keyName is the KMIP name the file's data key is wrapped under, re-checked by checkKey.
+	keyName string
 
 	// refs counts acquire calls not yet released. Protected by FS.mu.
 	refs int
@@ -42,6 +45,7 @@ type openFile struct {
 	truncated    bool              // a truncate is pending: committed blocks >= keepBlocks are gone
 	keepBlocks   uint64
 	extents      []meta.Extent // committed extent map, sorted by Block
+	keyChecked   time.Time     // when checkKey last asked the key service
 }
 
 func (of *openFile) hasDirtyLocked() bool {

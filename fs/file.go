@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -90,6 +91,9 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	}
 	of.mu.Lock()
 	defer of.mu.Unlock()
+	if err := of.checkKeyLocked(ctx); err != nil {
+		return nil, n.fsys.toErrno(err, "read", "bucket", of.bucket, "path", n.path(), "key_name", of.keyName)
+	}
 	cnt, err := of.readLocked(ctx, dest, off)
 	if err != nil {
 		return nil, n.fsys.toErrno(err, "read", "bucket", of.bucket, "path", n.path(), "offset", off)
@@ -107,6 +111,9 @@ func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off i
 	}
 	of.mu.Lock()
 	defer of.mu.Unlock()
+	if err := of.checkKeyLocked(ctx); err != nil {
+		return 0, n.fsys.toErrno(err, "write", "bucket", of.bucket, "path", n.path(), "key_name", of.keyName)
+	}
 	if err := of.writeLocked(ctx, data, off); err != nil {
 		return 0, n.fsys.toErrno(err, "write", "bucket", of.bucket, "path", n.path(), "offset", off)
 	}
@@ -199,18 +206,20 @@ func (f *FS) openData(ctx context.Context, in *meta.Inode, path string) (*openFi
 		return nil, err
 	}
 	return &openFile{
-		fsys:    f,
-		ino:     in.Ino,
-		bucket:  in.Bucket,
-		path:    path,
-		fileID:  crypt.FileID(in.FileID),
-		cipher:  c,
-		size:    in.Size,
-		gen:     in.Gen,
-		mtime:   in.Mtime,
-		ctime:   in.Ctime,
-		dirty:   make(map[uint64][]byte),
-		extents: extents,
+		fsys:       f,
+		ino:        in.Ino,
+		bucket:     in.Bucket,
+		path:       path,
+		fileID:     crypt.FileID(in.FileID),
+		cipher:     c,
+		keyName:    in.KeyName,
+		keyChecked: time.Now(),
+		size:       in.Size,
+		gen:        in.Gen,
+		mtime:      in.Mtime,
+		ctime:      in.Ctime,
+		dirty:      make(map[uint64][]byte),
+		extents:    extents,
 	}, nil
 }
 

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/kmipfs/kmipfs/crypt"
+	"github.com/kmipfs/kmipfs/kms"
 	"github.com/kmipfs/kmipfs/meta"
 )
 
@@ -109,5 +111,37 @@ func (f *FS) rewrap(ctx context.Context, in *meta.Inode, keyID, keyName string) 
 		cur.KeyID, cur.KeyName, cur.WrappedKey, cur.Ctime = keyID, keyName, wrapped, t
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if of := f.lookupOpen(in.Ino); of != nil {
+		of.mu.Lock()
+		of.keyName = keyName
+		of.mu.Unlock()
+	}
+	return nil
+}
+
+// keyRecheck is how often an open file asks the key service whether its key still exists. The
+// answer comes from the kms cache, so this costs a KMIP round trip only once per cache TTL.
+const keyRecheck = time.Second
+
+// checkKeyLocked fails with kms.ErrKeyNotFound once the file's KMIP key has been revoked or
+// destroyed, so that open files stop serving data as new opens do. An unreachable key server is
+// not an error here: the data key is already in memory, and files whose key is known keep working
+// through an outage.
+func (of *openFile) checkKeyLocked(ctx context.Context) error {
+	if time.Since(of.keyChecked) < keyRecheck {
+		return nil
+	}
+	kek, err := of.fsys.keys.Secret(ctx, of.keyName)
+	if err == nil {
+		crypt.Zero(kek)
+		of.keyChecked = time.Now()
+		return nil
+	}
+	if errors.Is(err, kms.ErrKeyNotFound) {
+		return fmt.Errorf("key %q of open file %s is no longer in KMIP: %w", of.keyName, of.path, err)
+	}
+	return nil
 }
