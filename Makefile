@@ -6,7 +6,7 @@ FUZZTIME ?= 20s
 DEMODIR  ?= kmipfs-demo
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all setup build demo test test-integration fuzz bench lint tidy-check ci clean
+.PHONY: all setup build demo test test-integration fsx-long fuzz bench lint tidy-check ci clean
 
 all: build
 
@@ -35,12 +35,20 @@ build:
 demo: build
 	./$(BIN) demo $(DEMODIR)
 
+# The kms unit tests also run against a real PyKMIP server when one is installed (make setup does).
+PYKMIP := $(shell command -v pykmip-server >/dev/null 2>&1 && echo 1)
+
 test:
-	$(GO) test -race -count=1 $(PKGS)
+	KMIPFS_TEST_PYKMIP=$(PYKMIP) $(GO) test -race -count=1 $(PKGS)
 
 test-integration: build
 	KMIPFS_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 1 -timeout 10m ./tests/...
 	@if grep -q ' fuse.kmipfs' /proc/mounts; then echo "leftover kmipfs mounts:"; grep ' fuse.kmipfs' /proc/mounts; exit 1; fi
+
+# fsx-long runs the randomized operation checker of tests/ for $(FSX_OPS) operations.
+FSX_OPS ?= 100000
+fsx-long: build
+	KMIPFS_BIN=$(CURDIR)/$(BIN) KMIPFS_OPS=$(FSX_OPS) $(GO) test -count=1 -timeout 60m -run 'TestRandomOps$$' -v ./tests/ | tail -20
 
 fuzz:
 	@for pkg in $(PKGS); do \
