@@ -6,7 +6,7 @@ FUZZTIME ?= 20s
 DEMODIR  ?= kmipfs-demo
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all setup build demo test test-integration fsx-long fuzz bench lint tidy-check ci clean
+.PHONY: all setup build demo test test-integration fsx-long fuzz bench bench-fs lint tidy-check ci clean
 
 all: build
 
@@ -57,8 +57,15 @@ fuzz:
 		done; \
 	done
 
-bench:
+# bench runs the Go benchmarks (crypt, objstore), then the filesystem workload side by side on the
+# plain disk, go-fuse loopback, gocryptfs and kmipfs (bench/bench.sh; needs root).
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	@$(MAKE) --no-print-directory bench-fs
+
+bench-fs: build
+	@for p in gocryptfs sqlite3 bc; do command -v $$p >/dev/null || { apt-get install -y -qq $$p >/dev/null; }; done
+	bash bench/bench.sh
 
 lint:
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
