@@ -1,9 +1,11 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sort"
@@ -44,23 +46,25 @@ type openFile struct {
 	dirty        map[uint64][]byte // block index -> blockSize bytes of plaintext
 	truncated    bool              // a truncate is pending: committed blocks >= keepBlocks are gone
 	keepBlocks   uint64
-	extents      []meta.Extent // committed extent map, sorted by Block
-	keyChecked   time.Time     // when checkKey last asked the key service
+	holes        []meta.BlockRange // punched ranges not yet committed: their committed blocks are gone
+	extents      []meta.Extent     // committed extent map, sorted by Block
+	keyChecked   time.Time         // when checkKey last asked the key service
 }
 
 func (of *openFile) hasDirtyLocked() bool {
-	return len(of.dirty) > 0 || of.truncated || of.metaDirty
+	return len(of.dirty) > 0 || of.truncated || of.metaDirty || len(of.holes) > 0
 }
 
-// attrOverlay returns the size and times to report for the file, taking unflushed writes into
-// account.
-func (of *openFile) attrOverlay(size uint64, mtime, ctime int64) (uint64, int64, int64) {
+// attrOverlay returns the size and times to report for the file. While the data state exists it
+// is authoritative for them: it starts from meta at open, every write, truncate, fallocate and
+// explicit time change goes through it, and it keeps what it committed. (Reporting meta's values
+// when nothing is dirty would race with a flush: a size read from meta just before the flush,
+// reported just after it, tells the kernel the file shrank.) ctime is the later of the two, since
+// chmod and xattr changes update meta only.
+func (of *openFile) attrOverlay(ctime int64) (uint64, int64, int64) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	if of.metaDirty {
-		return of.size, of.mtime, of.ctime
-	}
-	return size, mtime, ctime
+	return of.size, of.mtime, max(ctime, of.ctime)
 }
 
 // setTimes records explicitly set times so that a later flush commits them, not the write time.
@@ -70,16 +74,37 @@ func (of *openFile) setTimes(mtime, ctime int64) {
 	of.mtime, of.ctime = mtime, ctime
 }
 
-// extentOf returns the committed extent holding block b, if any, honouring a pending truncate.
+// extentOf returns the committed extent holding block b, if any, honouring a pending truncate
+// and pending holes.
 func (of *openFile) extentOf(b uint64) (meta.Extent, bool) {
 	if of.truncated && b >= of.keepBlocks {
 		return meta.Extent{}, false
+	}
+	for _, h := range of.holes {
+		if b >= h.Block && b-h.Block < h.Count {
+			return meta.Extent{}, false
+		}
 	}
 	i := sort.Search(len(of.extents), func(i int) bool { return of.extents[i].Block+of.extents[i].Count > b })
 	if i < len(of.extents) && of.extents[i].Block <= b {
 		return of.extents[i], true
 	}
 	return meta.Extent{}, false
+}
+
+// committedLimit returns the first block after b where a pending truncate or hole starts, so a
+// run of committed blocks read from b stops there.
+func (of *openFile) committedLimit(b uint64) uint64 {
+	limit := uint64(math.MaxUint64)
+	if of.truncated && of.keepBlocks > b {
+		limit = of.keepBlocks
+	}
+	for _, h := range of.holes {
+		if h.Block > b {
+			limit = min(limit, h.Block)
+		}
+	}
+	return limit
 }
 
 // loadBlock returns a fresh copy of the committed plaintext of block b (zeros for a hole).
@@ -101,10 +126,7 @@ func (of *openFile) readCommitted(ctx context.Context, first, count uint64, dst 
 			b++
 			continue
 		}
-		n := min(ext.Block+ext.Count, first+count) - b
-		if of.truncated && b+n > of.keepBlocks {
-			n = of.keepBlocks - b
-		}
+		n := min(ext.Block+ext.Count, first+count, of.committedLimit(b)) - b
 		slot := ext.Slot + (b - ext.Block)
 		sealed, err := of.fsys.store.Get(ctx, of.bucket, ext.Object, int64(slot*crypt.CipherBS), int64(n*crypt.CipherBS))
 		if err != nil {
@@ -251,10 +273,12 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 			return fmt.Errorf("put object %s: %w", object, err)
 		}
 	}
-	w := meta.Write{Object: object, Gen: gen, Blocks: blocks, Truncate: of.truncated, KeepBlocks: of.keepBlocks}
+	w := meta.Write{Object: object, Gen: gen, Blocks: blocks, Truncate: of.truncated, KeepBlocks: of.keepBlocks,
+		Holes: mergeRanges(of.holes)}
 	size, mtime, ctime := of.size, of.mtime, of.ctime
 	_, freed, err := of.fsys.meta.CommitWrite(ctx, of.ino, w, func(in *meta.Inode) error {
-		in.Size, in.Mtime, in.Ctime = size, mtime, ctime
+		// A chmod or xattr change committed since the write keeps its later ctime.
+		in.Size, in.Mtime, in.Ctime = size, mtime, max(in.Ctime, ctime)
 		if gen > in.Gen {
 			in.Gen = gen
 		}
@@ -269,12 +293,10 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 	}
 	of.gen = gen
 	clear(of.dirty)
-	of.truncated, of.keepBlocks, of.metaDirty = false, 0, false
-	if extents, err := of.fsys.meta.Extents(ctx, of.ino); err == nil {
-		of.extents = extents
-	} else {
-		return fmt.Errorf("reload extents: %w", err)
-	}
+	of.truncated, of.keepBlocks, of.metaDirty, of.holes = false, 0, false, nil
+	// This data state is the only writer of the file's extent map while it exists, so the map
+	// changes in memory exactly as in meta, without reading it all again.
+	of.extents = meta.ApplyWrite(of.extents, w)
 	of.fsys.deleteObjects(context.WithoutCancel(ctx), freed)
 	return nil
 }
@@ -313,4 +335,23 @@ func (of *openFile) seal(blocks []uint64, gen uint64) []byte {
 // objectKey names the object written by generation gen of a file: "<file id>/<gen, 16 hex>".
 func objectKey(id crypt.FileID, gen uint64) string {
 	return fmt.Sprintf("%s/%016x", id, gen)
+}
+
+// mergeRanges returns the ranges sorted, with overlapping and touching ones merged.
+func mergeRanges(rs []meta.BlockRange) []meta.BlockRange {
+	if len(rs) == 0 {
+		return nil
+	}
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b meta.BlockRange) int { return cmp.Compare(a.Block, b.Block) })
+	out := s[:1]
+	for _, r := range s[1:] {
+		p := &out[len(out)-1]
+		if r.Block <= p.Block+p.Count {
+			p.Count = max(p.Count, r.Block+r.Count-p.Block)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }

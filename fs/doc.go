@@ -42,13 +42,33 @@
 //
 // # Locking
 //
-// FS.mu guards the table of open files. openFile.mu is the per-file content lock: it serializes
-// writes, reads, truncates and flushes of one inode, and is held across the object-store round trip
-// of a flush on purpose, so that a flush and a concurrent write cannot interleave. Lock order:
-// FS.mu before openFile.mu; never the reverse.
+// FS.mu guards the table of open files and of orphans. openFile.mu is the per-file content lock:
+// it serializes writes, reads, truncates, fallocates and flushes of one inode, and is held across
+// the object-store round trip of a flush on purpose, so that a flush and a concurrent write cannot
+// interleave. FS.lifeMu orders the creation of a file's data state against the release of an
+// orphan. Lock order: FS.lifeMu before FS.mu before openFile.mu; never the reverse.
 //
 // # Cancellation
 //
-// The request context from go-fuse is passed to every meta, store and key call; an interrupted
-// request returns EINTR and leaves the dirty buffer as it was.
+// Requests are not abandoned when the calling process gets a signal (detach in errno.go): a local
+// filesystem never fails unlink, rename, close or a read of a regular file with EINTR, programs
+// do not retry them, and the Go runtime alone signals its threads all the time. The kernel still
+// lets a process with a fatal signal go at once. The request context (without its cancellation)
+// is passed to every meta, store and key call, which have timeouts of their own.
+//
+// # Unlinked files
+//
+// An inode whose last name goes (unlink, a rename over it, or an O_TMPFILE file) becomes an
+// orphan in meta and stays readable and writable through open descriptors. It is released when
+// it is neither open nor known to the kernel any more (FORGET), not at unlink: an open of the
+// name that the kernel resolved just before a rename replaced it must still find the file. A
+// directory removed while open keeps answering fstat from its last state (Nlink 0).
+//
+// # Page cache and locks
+//
+// Opens keep the kernel's page cache (FOPEN_KEEP_CACHE): every change of file contents goes
+// through this kernel (writes and shared mappings write through its page cache; truncate and
+// fallocate drop the pages they change), so nothing cached can be stale. flock(2) and POSIX and
+// OFD record locks are left to the kernel's local lock manager, which is exact because one
+// kmipfs process serves a metadata database and so every user of the files goes through it.
 package fs

@@ -98,5 +98,13 @@ func (f *FS) firstReport(key string) bool {
 	return true
 }
 
+// detach returns the request context without its cancellation. The kernel cancels a request
+// when the calling process gets a signal, but a local filesystem does not fail unlink, rename,
+// close, or a read or write of a regular file with EINTR, and programs do not expect it (the Go
+// runtime alone sends SIGURG to its threads all the time). So kmipfs finishes what it started. A
+// fatal signal still ends the process at once (the kernel stops waiting for the reply), and
+// every store and KMIP call has timeouts of its own.
+func detach(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
 // discardLogger is used when Options.Logger is nil.
 var discardLogger = slog.New(slog.DiscardHandler)

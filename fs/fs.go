@@ -81,7 +81,11 @@ type FS struct {
 
 	root *node
 
-	mu sync.Mutex
+	// lifeMu orders the creation of a file's data state (acquire) against the release of an
+	// unlinked inode (releaseOrphan), so an open never gets an inode that is being deleted.
+	// Lock order: lifeMu before mu.
+	lifeMu sync.Mutex
+	mu     sync.Mutex
 	// files holds the per-inode data state of every regular file that is open or still has
 	// unflushed data. Protected by mu.
 	files map[meta.Ino]*openFile
@@ -91,10 +95,35 @@ type FS struct {
 	dyingBuckets map[string]bool
 	// reported remembers recently logged damage, for firstReport. Protected by mu.
 	reported map[string]time.Time
+	// tmpfiles are the files made by open(O_TMPFILE) that have no name yet; linkat(2) may give
+	// them one (LinkOrphan). Protected by mu.
+	tmpfiles map[meta.Ino]bool
+	// orphans are inodes whose last name went while the kernel may still use them (see
+	// orphan). Protected by mu.
+	orphans map[meta.Ino]*orphan
+	// bg counts background releases of forgotten orphans; FlushAll waits for them.
+	bg sync.WaitGroup
+	// bgCtx is the context New was given, for background work; the caller cancels it at
+	// unmount.
+	bgCtx context.Context
+}
+
+// orphan is an inode whose last name is gone (unlink, a rename over it, or O_TMPFILE) but that
+// the kernel may still use: through open files, and through an open of a name that the kernel
+// resolved just before the name went, whose OPEN request is on its way. Such an open must find
+// the file (rename over a file is atomic: the name always names the old or the new file), so the
+// inode is released only once it is not open and the kernel has forgotten it (FORGET), which it
+// does as soon as the last use of an unlinked inode ends. Orphans left at unmount are released at
+// the next mount.
+type orphan struct {
+	bucket    string
+	forgotten bool
 }
 
 // New builds the filesystem, releases inodes orphaned by an earlier run (unlinked while open) and
-// deletes objects left on the GC queue.
+// deletes objects left on the GC queue. ctx is also the context of the filesystem's background
+// work (releasing unlinked files the kernel has forgotten); cancelling it at unmount leaves what
+// is unfinished to the next mount.
 func New(ctx context.Context, opts Options) (*FS, error) {
 	if opts.Meta == nil || opts.Store == nil || opts.Keys == nil {
 		return nil, errors.New("fs: Meta, Store and Keys are required")
@@ -116,6 +145,9 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		files:        make(map[meta.Ino]*openFile),
 		dyingBuckets: make(map[string]bool),
 		reported:     make(map[string]time.Time),
+		tmpfiles:     make(map[meta.Ino]bool),
+		orphans:      make(map[meta.Ino]*orphan),
+		bgCtx:        ctx,
 	}
 	if f.log == nil {
 		f.log = discardLogger
@@ -179,7 +211,7 @@ func (f *FS) deleteObjects(ctx context.Context, refs []meta.ObjectRef) {
 
 // deleteBucket removes a bucket from the store after rmdir removed it from meta: first the objects
 // still queued for deletion, then the bucket. Files of the bucket that were unlinked while open
-// keep objects there until their last close; then releaseIfUnused calls this again.
+// keep objects there until their last close; then releaseOrphan calls this again.
 func (f *FS) deleteBucket(ctx context.Context, name string) {
 	if pending, err := f.meta.PendingGC(ctx); err == nil {
 		var mine []meta.ObjectRef
@@ -211,6 +243,11 @@ func (f *FS) openInBucketLocked(name string) bool {
 			return true
 		}
 	}
+	for _, o := range f.orphans {
+		if o.bucket == name {
+			return true
+		}
+	}
 	return false
 }
 
@@ -220,6 +257,7 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 // FlushAll writes every file's dirty data to the store and syncs the metadata. It is called before
 // unmount; it returns the first error but tries every file.
 func (f *FS) FlushAll(ctx context.Context) error {
+	f.bg.Wait()
 	f.mu.Lock()
 	files := make([]*openFile, 0, len(f.files))
 	for _, of := range f.files {
@@ -269,7 +307,10 @@ func Mount(mountpoint string, f *FS, mo MountOptions) (*fuse.Server, error) {
 			MaxWrite:     1 << 20,
 			MaxReadAhead: 1 << 20,
 			Debug:        mo.Debug,
-			EnableLocks:  true,
+			// flock(2) and POSIX record locks are left to the kernel's local lock manager,
+			// which is exact for kmipfs: one kmipfs process serves a metadata database, so
+			// every process using the files goes through this one mount.
+			EnableLocks: false,
 			// The root of kmipfs is Unix-only; xattrs are a core feature.
 			DisableXAttrs: false,
 		},

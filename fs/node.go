@@ -3,7 +3,10 @@ package fs
 import (
 	"context"
 	"errors"
+	"math"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -19,33 +22,38 @@ type node struct {
 	gofs.Inode
 	fsys *FS
 	ino  meta.Ino
+	// removed is the last state of a directory that rmdir or a rename over it deleted from meta,
+	// for fstat(2) on a descriptor still open on it (which reports it with Nlink 0).
+	removed atomic.Pointer[meta.Inode]
 }
 
 var (
-	_ gofs.NodeLookuper      = (*node)(nil)
-	_ gofs.NodeGetattrer     = (*node)(nil)
-	_ gofs.NodeSetattrer     = (*node)(nil)
-	_ gofs.NodeReaddirer     = (*node)(nil)
-	_ gofs.NodeMkdirer       = (*node)(nil)
-	_ gofs.NodeMknoder       = (*node)(nil)
-	_ gofs.NodeCreater       = (*node)(nil)
-	_ gofs.NodeOpener        = (*node)(nil)
-	_ gofs.NodeUnlinker      = (*node)(nil)
-	_ gofs.NodeRmdirer       = (*node)(nil)
-	_ gofs.NodeRenamer       = (*node)(nil)
-	_ gofs.NodeLinker        = (*node)(nil)
-	_ gofs.NodeSymlinker     = (*node)(nil)
-	_ gofs.NodeReadlinker    = (*node)(nil)
-	_ gofs.NodeStatfser      = (*node)(nil)
-	_ gofs.NodeGetxattrer    = (*node)(nil)
-	_ gofs.NodeSetxattrer    = (*node)(nil)
-	_ gofs.NodeRemovexattrer = (*node)(nil)
-	_ gofs.NodeListxattrer   = (*node)(nil)
-	_ gofs.NodeReader        = (*node)(nil)
-	_ gofs.NodeWriter        = (*node)(nil)
-	_ gofs.NodeFlusher       = (*node)(nil)
-	_ gofs.NodeFsyncer       = (*node)(nil)
-	_ gofs.NodeReleaser      = (*node)(nil)
+	_ gofs.NodeLookuper       = (*node)(nil)
+	_ gofs.NodeGetattrer      = (*node)(nil)
+	_ gofs.NodeSetattrer      = (*node)(nil)
+	_ gofs.NodeMkdirer        = (*node)(nil)
+	_ gofs.NodeMknoder        = (*node)(nil)
+	_ gofs.NodeCreater        = (*node)(nil)
+	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeUnlinker       = (*node)(nil)
+	_ gofs.NodeRmdirer        = (*node)(nil)
+	_ gofs.NodeRenamer        = (*node)(nil)
+	_ gofs.NodeLinker         = (*node)(nil)
+	_ gofs.NodeSymlinker      = (*node)(nil)
+	_ gofs.NodeReadlinker     = (*node)(nil)
+	_ gofs.NodeStatfser       = (*node)(nil)
+	_ gofs.NodeGetxattrer     = (*node)(nil)
+	_ gofs.NodeSetxattrer     = (*node)(nil)
+	_ gofs.NodeRemovexattrer  = (*node)(nil)
+	_ gofs.NodeListxattrer    = (*node)(nil)
+	_ gofs.NodeReader         = (*node)(nil)
+	_ gofs.NodeWriter         = (*node)(nil)
+	_ gofs.NodeFlusher        = (*node)(nil)
+	_ gofs.NodeFsyncer        = (*node)(nil)
+	_ gofs.NodeReleaser       = (*node)(nil)
+	_ gofs.NodeTmpfiler       = (*node)(nil)
+	_ gofs.NodeOpendirHandler = (*node)(nil)
+	_ gofs.NodeOnForgetter    = (*node)(nil)
 )
 
 func (n *node) isRoot() bool { return n.ino == meta.RootIno }
@@ -61,21 +69,35 @@ func (n *node) path() string {
 
 // newChild returns the go-fuse inode for a child described by in and fills out.
 func (n *node) newChild(ctx context.Context, in *meta.Inode, out *fuse.EntryOut) *gofs.Inode {
-	n.fsys.fillAttr(in, &out.Attr)
+	in, of := n.fsys.current(ctx, in)
+	n.fsys.fillAttr(in, of, &out.Attr)
 	out.SetEntryTimeout(n.fsys.entryTTL)
 	out.SetAttrTimeout(n.fsys.attrTTL)
 	child := &node{fsys: n.fsys, ino: in.Ino}
 	return n.NewInode(ctx, child, gofs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: uint64(in.Ino)})
 }
 
-// fillAttr converts a meta inode into FUSE attributes, overlaying the size and times of unflushed
-// writes when the file is open.
-func (f *FS) fillAttr(in *meta.Inode, out *fuse.Attr) {
+// current returns the data state of the regular file in if it is open, else in as meta has it
+// now: a record read before a data state went away may predate its last flush.
+func (f *FS) current(ctx context.Context, in *meta.Inode) (*meta.Inode, *openFile) {
+	if !in.IsRegular() {
+		return in, nil
+	}
+	if of := f.lookupOpen(in.Ino); of != nil {
+		return in, of
+	}
+	if fresh, err := f.meta.Get(ctx, in.Ino); err == nil {
+		return fresh, nil
+	}
+	return in, nil
+}
+
+// fillAttr converts a meta inode into FUSE attributes; of, the file's data state if it is open,
+// gives the size and times (see attrOverlay).
+func (f *FS) fillAttr(in *meta.Inode, of *openFile, out *fuse.Attr) {
 	size, mtime, ctime := in.Size, in.Mtime, in.Ctime
-	if in.IsRegular() {
-		if of := f.lookupOpen(in.Ino); of != nil {
-			size, mtime, ctime = of.attrOverlay(size, mtime, ctime)
-		}
+	if of != nil {
+		size, mtime, ctime = of.attrOverlay(ctime)
 	}
 	out.Ino = uint64(in.Ino)
 	out.Mode = in.Mode
@@ -90,6 +112,18 @@ func (f *FS) fillAttr(in *meta.Inode, out *fuse.Attr) {
 	out.Ctime, out.Ctimensec = splitNs(ctime)
 }
 
+// unixNano is t in Unix nanoseconds, the unit of meta timestamps, clamped to what 64 bits hold
+// (the years 1678 to 2262), as ext4 clamps times to its own range.
+func unixNano(t time.Time) int64 {
+	switch s := t.Unix(); {
+	case s >= math.MaxInt64/int64(time.Second):
+		return math.MaxInt64
+	case s <= math.MinInt64/int64(time.Second):
+		return math.MinInt64
+	}
+	return t.UnixNano()
+}
+
 func splitNs(ns int64) (uint64, uint32) {
 	s, r := ns/1e9, ns%1e9
 	if r < 0 {
@@ -99,6 +133,7 @@ func splitNs(ns int64) (uint64, uint32) {
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	if len(name) > maxNameLen {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -113,16 +148,25 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 }
 
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx = detach(ctx)
+	// The data state first, then meta: meta is then at least as new as the state's absence.
+	of := n.fsys.lookupOpen(n.ino)
 	in, err := n.fsys.meta.Get(ctx, n.ino)
+	if errors.Is(err, meta.ErrNotFound) {
+		if gone := n.removed.Load(); gone != nil {
+			in, err = gone, nil
+		}
+	}
 	if err != nil {
 		return n.fsys.toErrno(err, "getattr", "path", n.path())
 	}
-	n.fsys.fillAttr(in, &out.Attr)
+	n.fsys.fillAttr(in, of, &out.Attr)
 	out.SetTimeout(n.fsys.attrTTL)
 	return 0
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = detach(ctx)
 	if size, ok := sa.GetSize(); ok {
 		in, err := n.fsys.meta.Get(ctx, n.ino)
 		if err != nil {
@@ -160,11 +204,11 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 			changed = true
 		}
 		if at, ok := sa.GetATime(); ok {
-			in.Atime = at.UnixNano()
+			in.Atime = unixNano(at)
 			changed = true
 		}
 		if mt, ok := sa.GetMTime(); ok {
-			in.Mtime = mt.UnixNano()
+			in.Mtime = unixNano(mt)
 			changed = true
 		}
 		if changed {
@@ -181,21 +225,10 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, sa *fuse.SetAttr
 			of.setTimes(in.Mtime, in.Ctime)
 		}
 	}
-	n.fsys.fillAttr(in, &out.Attr)
+	in, of := n.fsys.current(ctx, in)
+	n.fsys.fillAttr(in, of, &out.Attr)
 	out.SetTimeout(n.fsys.attrTTL)
 	return 0
-}
-
-func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	ents, err := n.fsys.meta.ReadDir(ctx, n.ino)
-	if err != nil {
-		return nil, n.fsys.toErrno(err, "readdir", "path", n.path())
-	}
-	out := make([]fuse.DirEntry, 0, len(ents))
-	for _, e := range ents {
-		out = append(out, fuse.DirEntry{Name: e.Name, Ino: uint64(e.Ino), Mode: e.Mode})
-	}
-	return gofs.NewListDirStream(out), 0
 }
 
 // newInode builds the meta record of a child of n made by the calling process.
@@ -212,6 +245,7 @@ func (n *node) newInode(ctx context.Context, parent *meta.Inode, mode uint32) me
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	if len(name) > maxNameLen {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -255,6 +289,7 @@ func (n *node) mkBucket(ctx context.Context, name string, rec meta.Inode, out *f
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	if mode&syscall.S_IFMT == syscall.S_IFREG || mode&syscall.S_IFMT == 0 {
 		in, errno := n.createFile(ctx, name, syscall.S_IFREG|mode&07777)
 		if errno != 0 {
@@ -282,6 +317,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	if n.isRoot() {
 		return nil, syscall.EPERM
 	}
@@ -303,6 +339,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	ctx = detach(ctx)
 	in, err := n.fsys.meta.Get(ctx, n.ino)
 	if err != nil {
 		return nil, n.fsys.toErrno(err, "readlink", "path", n.path())
@@ -314,6 +351,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	if n.isRoot() {
 		return nil, syscall.EPERM
 	}
@@ -324,35 +362,73 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	in, err := n.fsys.meta.Link(ctx, tn.ino, n.ino, name, now())
+	n.fsys.mu.Lock()
+	tmp := n.fsys.tmpfiles[tn.ino]
+	n.fsys.mu.Unlock()
+	var in *meta.Inode
+	var err error
+	if tmp {
+		// linkat(2) of an O_TMPFILE file (the kernel refuses to link other unlinked files).
+		in, err = n.fsys.meta.LinkOrphan(ctx, tn.ino, n.ino, name, now())
+	} else {
+		in, err = n.fsys.meta.Link(ctx, tn.ino, n.ino, name, now())
+	}
 	if err != nil {
 		return nil, n.fsys.toErrno(err, "link", "path", n.path(), "name", name)
+	}
+	if tmp {
+		n.fsys.mu.Lock()
+		delete(n.fsys.tmpfiles, tn.ino)
+		delete(n.fsys.orphans, tn.ino)
+		n.fsys.mu.Unlock()
 	}
 	return n.newChild(ctx, in, out), 0
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = detach(ctx)
 	in, err := n.fsys.meta.Unlink(ctx, n.ino, name, now())
 	if err != nil {
 		return n.fsys.toErrno(err, "unlink", "path", n.path(), "name", name)
 	}
 	if in.Nlink == 0 {
-		n.fsys.releaseIfUnused(ctx, in.Ino)
+		n.fsys.noteOrphan(in.Ino, in.Bucket)
 	}
 	return 0
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = detach(ctx)
+	victim, _ := n.fsys.meta.Lookup(ctx, n.ino, name)
 	if err := n.fsys.meta.Rmdir(ctx, n.ino, name, now()); err != nil {
 		return n.fsys.toErrno(err, "rmdir", "path", n.path(), "name", name)
 	}
+	n.markRemoved(name, victim)
 	if n.isRoot() {
 		n.fsys.deleteBucket(ctx, name)
 	}
 	return 0
 }
 
+// markRemoved records the last state of the directory in that was just removed as n/name, on the
+// go-fuse node the kernel may still hold open.
+func (n *node) markRemoved(name string, in *meta.Inode) {
+	if in == nil || !in.IsDir() {
+		return
+	}
+	child := n.GetChild(name)
+	if child == nil {
+		return
+	}
+	if cn, ok := child.Operations().(*node); ok && cn.ino == in.Ino {
+		gone := *in
+		gone.Nlink = 0
+		cn.removed.Store(&gone)
+	}
+}
+
 func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx = detach(ctx)
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV
@@ -368,13 +444,17 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err != nil {
 		return n.fsys.toErrno(err, "rename", "path", n.path(), "name", name, "to", newName)
 	}
+	if replaced != nil && replaced.IsDir() {
+		np.markRemoved(newName, replaced)
+	}
 	if replaced != nil && replaced.Nlink == 0 && !replaced.IsDir() {
-		n.fsys.releaseIfUnused(ctx, replaced.Ino)
+		n.fsys.noteOrphan(replaced.Ino, replaced.Bucket)
 	}
 	return 0
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	ctx = detach(ctx)
 	inodes, bytes, err := n.fsys.meta.Stats(ctx)
 	if err != nil {
 		return n.fsys.toErrno(err, "statfs")

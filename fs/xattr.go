@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"syscall"
 	"unicode/utf8"
 
@@ -24,9 +25,59 @@ const (
 	maxKeyIDLen = 200
 	// maxXattrSize is the kernel's limit for one xattr value (XATTR_SIZE_MAX).
 	maxXattrSize = 65536
+	// maxXattrNameLen is the kernel's limit for an xattr name (XATTR_NAME_MAX).
+	maxXattrNameLen = 255
 )
 
+// The xattr namespaces kmipfs stores. The kernel decides who may use which (trusted.* and
+// security.* need CAP_SYS_ADMIN, user.* needs write permission and a regular file or
+// directory); kmipfs refuses names outside them with EOPNOTSUPP, as ext4 does. POSIX ACLs
+// (system.posix_acl_access, system.posix_acl_default) are not supported: reading them finds none
+// (so tools fall back to the mode bits), setting them is EOPNOTSUPP.
+var xattrNamespaces = []string{"user.", "trusted.", "security."}
+
+const (
+	aclAccess  = "system.posix_acl_access"
+	aclDefault = "system.posix_acl_default"
+	// kmipfsPrefix names the control attributes, which listxattr does not list (see Listxattr).
+	kmipfsPrefix = "user.kmipfs."
+	// maxXattrList is the kernel's limit for the whole listxattr reply (XATTR_LIST_MAX).
+	maxXattrList = 65536
+)
+
+// checkXattrName returns 0 for a name kmipfs stores, else the errno to refuse it with.
+func checkXattrName(attr string) syscall.Errno {
+	for _, ns := range xattrNamespaces {
+		if strings.HasPrefix(attr, ns) {
+			if len(attr) == len(ns) {
+				return syscall.EINVAL
+			}
+			if len(attr) > maxXattrNameLen {
+				return syscall.ERANGE
+			}
+			return 0
+		}
+	}
+	return syscall.EOPNOTSUPP
+}
+
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	ctx = detach(ctx)
+	if attr == aclAccess || attr == aclDefault {
+		return 0, syscall.ENODATA
+	}
+	if errno := checkXattrName(attr); errno != 0 {
+		return 0, errno
+	}
+	if !strings.HasPrefix(attr, kmipfsPrefix) {
+		// The common case, and a frequent one: the kernel asks for security.capability before
+		// every write that could have to drop it.
+		val, err := n.fsys.meta.GetXattr(ctx, n.ino, attr)
+		if err != nil {
+			return 0, n.fsys.xattrErrno(err, "getxattr", n.path())
+		}
+		return copyXattr(dest, val)
+	}
 	in, err := n.fsys.meta.Get(ctx, n.ino)
 	if err != nil {
 		return 0, n.fsys.toErrno(err, "getxattr", "path", n.path())
@@ -75,17 +126,24 @@ func (f *FS) xattrErrno(err error, op, path string) syscall.Errno {
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	ctx = detach(ctx)
 	if n.isRoot() {
 		return syscall.EPERM
 	}
 	if len(data) > maxXattrSize {
 		return syscall.E2BIG
 	}
+	if errno := checkXattrName(attr); errno != 0 {
+		return errno
+	}
 	switch attr {
 	case xattrKeyName, xattrCipher:
 		return syscall.EPERM
 	case xattrKeyID:
 		return n.setKeyID(ctx, string(data), flags)
+	}
+	if errno := n.checkXattrListRoom(ctx, attr); errno != 0 {
+		return errno
 	}
 	if err := n.fsys.meta.SetXattr(ctx, n.ino, attr, data, flags); err != nil {
 		return n.fsys.xattrErrno(err, "setxattr", n.path())
@@ -158,9 +216,36 @@ func (n *node) touchCtime(ctx context.Context) {
 	_, _ = n.fsys.meta.Update(ctx, n.ino, func(in *meta.Inode) error { in.Ctime = t; return nil })
 }
 
+// checkXattrListRoom refuses (ENOSPC) a new attribute that would make the listxattr reply
+// longer than the kernel can pass on, so that every attribute set stays listable and copyable.
+func (n *node) checkXattrListRoom(ctx context.Context, attr string) syscall.Errno {
+	names, err := n.fsys.meta.ListXattr(ctx, n.ino)
+	if err != nil {
+		return n.fsys.toErrno(err, "setxattr", "path", n.path())
+	}
+	total := len(attr) + 1
+	for _, s := range names {
+		if s == attr {
+			return 0
+		}
+		total += len(s) + 1
+	}
+	if total > maxXattrList {
+		return syscall.ENOSPC
+	}
+	return 0
+}
+
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	ctx = detach(ctx)
 	if n.isRoot() {
 		return syscall.EPERM
+	}
+	if attr == aclAccess || attr == aclDefault {
+		return syscall.ENODATA
+	}
+	if errno := checkXattrName(attr); errno != 0 {
+		return errno
 	}
 	in, err := n.fsys.meta.Get(ctx, n.ino)
 	if err != nil {
@@ -184,25 +269,27 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	return 0
 }
 
+// Listxattr lists the stored attributes except the kmipfs control attributes (user.kmipfs.*).
+// They are still read and set by name (getfattr -n, setfattr -n), but a listing that included
+// them would make copying tools (cp -a, rsync -X, tar --xattrs) copy the read-only ones, which
+// fails, or remove a bucket's key id to match a source that has none. CephFS hides its
+// ceph.* virtual attributes from listxattr for the same reason.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	in, err := n.fsys.meta.Get(ctx, n.ino)
-	if err != nil {
-		return 0, n.fsys.toErrno(err, "listxattr", "path", n.path())
-	}
+	ctx = detach(ctx)
 	names, err := n.fsys.meta.ListXattr(ctx, n.ino)
 	if err != nil {
 		return 0, n.fsys.toErrno(err, "listxattr", "path", n.path())
 	}
 	var buf bytes.Buffer
-	if in.IsRegular() {
-		for _, s := range []string{xattrCipher, xattrKeyID, xattrKeyName} {
-			buf.WriteString(s)
-			buf.WriteByte(0)
-		}
-	}
 	for _, s := range names {
+		if strings.HasPrefix(s, kmipfsPrefix) {
+			continue
+		}
 		buf.WriteString(s)
 		buf.WriteByte(0)
+	}
+	if buf.Len() > maxXattrList {
+		return 0, syscall.E2BIG
 	}
 	return copyXattr(dest, buf.Bytes())
 }

@@ -12,11 +12,9 @@ import (
 )
 
 const (
-	// errTTL is how long a fetch failure other than "not found" is remembered, so that during an outage
-	// each FUSE call does not wait a full Timeout of its own: at most one fetch per name per second.
-	errTTL = time.Second
-	// staleFactor: when the key server is unavailable, a secret up to staleFactor*hitTTL old is still
-	// served, so files whose key was cached keep working through an outage.
+	// staleFactor: when the key server is unavailable, a secret up to staleFactor*HitTTL old is still
+	// served (unless CacheOptions.StaleTTL says otherwise), so files whose key was cached keep working
+	// through an outage.
 	staleFactor = 10
 	// maxEntries bounds the cache; beyond it the oldest secret is evicted (and zeroed).
 	maxEntries = 4096
@@ -37,12 +35,16 @@ var (
 // Cache remembers secrets by KMIP name in front of a SecretSource, so that a busy mount makes one KMIP
 // round trip per key per TTL:
 //
-//   - a fetched secret is served for hitTTL;
-//   - ErrKeyNotFound is remembered for missTTL (0 disables that);
-//   - any other failure is remembered for about a second, so an outage costs one fetch per name per
-//     second rather than one per file operation;
-//   - when a fetch fails with ErrUnavailable and a secret at most 10*hitTTL old is cached, that copy is
-//     served instead, with one Warn log per name until the server answers again;
+//   - a fetched secret is served for HitTTL;
+//   - ErrKeyNotFound is remembered for NotFoundTTL (0 disables that);
+//   - any other failure is remembered for ErrorTTL (default 1s), so an outage costs one fetch per name
+//     per ErrorTTL rather than one per file operation, and each of those waits at most the source's
+//     timeout;
+//   - when a fetch fails with ErrUnavailable and a secret at most StaleTTL old (default 10*HitTTL) is
+//     cached, that copy is served instead, with one Warn log per name until the server answers again.
+//     While the outage lasts, the copy is served at once and the refetch runs in the background, so
+//     a server that hangs rather than refuses costs each cached key one wait of the timeout, not one
+//     per ErrorTTL;
 //   - concurrent misses on one name share a single fetch.
 //
 // Secrets are zeroed when evicted, replaced, or on Close. Secret always returns a fresh copy, which the
@@ -51,6 +53,7 @@ type Cache struct {
 	src      SecretSource
 	hitTTL   time.Duration
 	missTTL  time.Duration
+	errTTL   time.Duration
 	staleTTL time.Duration
 	log      *slog.Logger
 	now      func() time.Time // time.Now; tests replace it
@@ -93,17 +96,48 @@ type call struct {
 	err     error
 }
 
-// NewCache returns a cache over src. hitTTL <= 0 disables caching of secrets (concurrent misses still
-// share a fetch); missTTL <= 0 disables remembering "not found".
-func NewCache(src SecretSource, hitTTL, missTTL time.Duration, logger *slog.Logger) *Cache {
+// CacheOptions configure a Cache. [Config.CacheOptions] derives them from the [kms] section.
+type CacheOptions struct {
+	// HitTTL is how long a fetched secret is served; <= 0 disables caching of secrets (concurrent
+	// misses still share a fetch).
+	HitTTL time.Duration
+	// NotFoundTTL is how long ErrKeyNotFound is remembered; <= 0 disables that.
+	NotFoundTTL time.Duration
+	// ErrorTTL is how long any other failure is remembered; 0 means DefaultErrorTTL, < 0 disables it.
+	ErrorTTL time.Duration
+	// StaleTTL is how old a secret may be and still be served while the source is unavailable; 0 means
+	// 10*HitTTL, < 0 disables stale serving.
+	StaleTTL time.Duration
+	// Logger gets the outage warnings; nil means silent.
+	Logger *slog.Logger
+}
+
+// CacheOptions returns the cache options of the [kms] section (after SetDefaults).
+func (c Config) CacheOptions(logger *slog.Logger) CacheOptions {
+	return CacheOptions{HitTTL: c.CacheTTL.Duration, NotFoundTTL: c.NegativeTTL.Duration, ErrorTTL: c.ErrorTTL.Duration,
+		StaleTTL: c.StaleTTL.Duration, Logger: logger}
+}
+
+// NewCache returns a cache over src.
+func NewCache(src SecretSource, opts CacheOptions) *Cache {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	errTTL := opts.ErrorTTL
+	if errTTL == 0 {
+		errTTL = DefaultErrorTTL
+	}
+	stale := opts.StaleTTL
+	if stale == 0 {
+		stale = staleFactor * opts.HitTTL
+	}
 	return &Cache{
 		src:      src,
-		hitTTL:   hitTTL,
-		missTTL:  missTTL,
-		staleTTL: staleFactor * hitTTL,
+		hitTTL:   opts.HitTTL,
+		missTTL:  opts.NotFoundTTL,
+		errTTL:   max(errTTL, 0),
+		staleTTL: max(stale, 0),
 		log:      logger,
 		now:      time.Now,
 		entries:  make(map[string]*entry),
@@ -147,16 +181,23 @@ func (c *Cache) Secret(ctx context.Context, name string) ([]byte, error) {
 			c.mu.Unlock()
 			c.hits.Add(1)
 			return nil, err
+		case e.failErr != nil:
+			// The outage was seen more than ErrorTTL ago. Keep serving the copy without waiting, and
+			// ask the source again in the background; its answer (the key, "not found", or another
+			// failure) decides what the next call gets.
+			if s := c.staleLocked(e, now); s != nil {
+				if c.inflight[name] == nil {
+					c.startFetchLocked(ctx, name)
+				}
+				c.mu.Unlock()
+				return s, nil
+			}
 		}
 	}
 	c.misses.Add(1)
 	cl := c.inflight[name]
 	if cl == nil {
-		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		cl = &call{done: make(chan struct{}), cancel: cancel}
-		c.inflight[name] = cl
-		c.fetches.Add(1)
-		go c.fetch(fctx, name, cl)
+		cl = c.startFetchLocked(ctx, name)
 	}
 	cl.waiters++
 	c.mu.Unlock()
@@ -179,6 +220,17 @@ func (c *Cache) Secret(ctx context.Context, name string) ([]byte, error) {
 	return s, nil
 }
 
+// startFetchLocked starts fetching name in its own goroutine, with a context that carries ctx's values but
+// that no single waiter can cancel (Close does).
+func (c *Cache) startFetchLocked(ctx context.Context, name string) *call {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cl := &call{done: make(chan struct{}), cancel: cancel}
+	c.inflight[name] = cl
+	c.fetches.Add(1)
+	go c.fetch(fctx, name, cl)
+	return cl
+}
+
 // leaveLocked drops one waiter from cl and zeroes the call's copy after the last one.
 func (c *Cache) leaveLocked(cl *call) {
 	cl.waiters--
@@ -195,11 +247,16 @@ func (c *Cache) leaveLocked(cl *call) {
 // staleLocked returns a copy of e's secret if it may be served although expired: the last failure was
 // ErrUnavailable and the secret is younger than staleTTL. It logs once per outage.
 func (c *Cache) staleLocked(e *entry, now time.Time) []byte {
-	if e.secret == nil || !errors.Is(e.failErr, ErrUnavailable) || now.Sub(e.fetched) >= c.staleTTL {
+	if !c.staleOK(e, now) {
 		return nil
 	}
 	c.stale.Add(1)
 	return bytes.Clone(e.secret)
+}
+
+// staleOK reports whether e's secret may be served although expired.
+func (c *Cache) staleOK(e *entry, now time.Time) bool {
+	return e.secret != nil && errors.Is(e.failErr, ErrUnavailable) && now.Sub(e.fetched) < max(c.staleTTL, c.hitTTL)
 }
 
 // fetch asks the source and records the outcome. It runs in its own goroutine with a context that no
@@ -252,9 +309,11 @@ func (c *Cache) fetch(ctx context.Context, name string, cl *call) {
 			e = &entry{}
 			c.entries[name] = e
 		}
-		e.failErr, e.failTill = err, now.Add(errTTL)
-		if s := c.staleLocked(e, now); s != nil {
-			cl.secret = s
+		e.failErr, e.failTill = err, now.Add(c.errTTL)
+		if c.staleOK(e, now) {
+			if cl.waiters > 0 { // else a background refresh: nobody to hand a copy to
+				cl.secret = c.staleLocked(e, now)
+			}
 			if !e.warned {
 				e.warned = true
 				c.log.Warn("kms: key server unavailable; serving cached secret", "name", name,

@@ -97,7 +97,7 @@ func newTestCache(t *testing.T, src kms.SecretSource, hit, miss time.Duration, l
 	if logger == nil {
 		logger = kmstest.Logger(t)
 	}
-	c := kms.NewCache(src, hit, miss, logger)
+	c := kms.NewCache(src, kms.CacheOptions{HitTTL: hit, NotFoundTTL: miss, Logger: logger})
 	clk := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
 	kms.SetCacheClock(c, clk.now)
 	t.Cleanup(c.Close)
@@ -317,11 +317,23 @@ func TestCacheServesStaleWhenUnavailable(t *testing.T) {
 	if s := c.Stats(); s.Stale != 5 {
 		t.Errorf("stats %+v; want 5 stale answers", s)
 	}
-	// Other failures are not papered over.
+	// Other failures are not papered over. During the outage the copy is served at once while the
+	// source is asked again in the background, so the failure shows on the call after that answer.
 	clk.advance(2 * time.Second)
 	src.set("k", secret(10), errors.New("fake: permission denied"))
-	if _, err := c.Secret(t.Context(), "k"); err == nil || errors.Is(err, kms.ErrUnavailable) {
-		t.Fatalf("non-outage failure: %v; want the error", err)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := c.Secret(t.Context(), "k")
+		if err != nil {
+			if errors.Is(err, kms.ErrUnavailable) {
+				t.Fatalf("non-outage failure: %v; want the error itself", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("non-outage failure: the cached copy is still served after 5s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 	// Beyond 10 x TTL the cached copy is no longer served.
 	clk.advance(6 * time.Minute)
@@ -334,5 +346,60 @@ func TestCacheServesStaleWhenUnavailable(t *testing.T) {
 	src.set("k", nil, nil)
 	if _, err := c.Secret(t.Context(), "k"); !errors.Is(err, kms.ErrKeyNotFound) {
 		t.Fatalf("after removal: %v", err)
+	}
+}
+
+// TestCacheStaleDoesNotWaitForHangingSource: a key server that hangs (accepts, never answers) costs a
+// cached key one wait of the source's timeout when the outage begins; after that the cached copy is
+// served at once while a background fetch asks again, and the first answer ends the outage.
+func TestCacheStaleDoesNotWaitForHangingSource(t *testing.T) {
+	src := &fakeSource{secrets: map[string][]byte{"k": secret(11)}}
+	c, clk := newTestCache(t, src, time.Minute, time.Minute, kmstest.WarnLogger(t))
+	if _, err := c.Secret(t.Context(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	// The outage begins: the first fetch after expiry fails (as a hanging server does after Timeout).
+	clk.advance(2 * time.Minute)
+	src.set("k", secret(11), fmt.Errorf("fake: %w: no answer within kms.timeout", kms.ErrUnavailable))
+	if got, err := c.Secret(t.Context(), "k"); err != nil || !bytes.Equal(got, secret(11)) {
+		t.Fatalf("first call of the outage: %x, %v", got, err)
+	}
+	// Now every fetch hangs.
+	gate := make(chan struct{})
+	src.mu.Lock()
+	src.gate = gate
+	src.mu.Unlock()
+	clk.advance(2 * time.Second) // past ErrorTTL
+	calls := src.callCount()
+	for i := range 100 {
+		start := time.Now()
+		got, err := c.Secret(t.Context(), "k")
+		if err != nil || !bytes.Equal(got, secret(11)) {
+			t.Fatalf("call %d during the hang: %x, %v", i, got, err)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("call %d waited %v for a hanging source", i, d)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for src.callCount() != calls+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d background fetches during the hang, want 1", src.callCount()-calls)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The server comes back and says the key is gone: that answer wins.
+	src.set("k", nil, nil)
+	close(gate)
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		_, err := c.Secret(t.Context(), "k")
+		if errors.Is(err, kms.ErrKeyNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the server answered not found: %v", err)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

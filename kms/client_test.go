@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kmipfs/kmipfs/kms"
 	"github.com/kmipfs/kmipfs/kms/certs"
+	"github.com/kmipfs/kmipfs/kms/internal/wire"
 	"github.com/kmipfs/kmipfs/kms/kmstest"
 )
 
@@ -87,7 +89,7 @@ func TestCreateKeyThenSecret(t *testing.T) {
 	want := kms.KeyAttributes{UID: uid, Name: name, ObjectType: "SymmetricKey", Algorithm: "AES", Length: 256,
 		UsageMask: uint32(kmip14.CryptographicUsageMaskEncrypt | kmip14.CryptographicUsageMaskDecrypt), State: "Active"}
 	got := a
-	got.InitialDate, got.ActivationDate = time.Time{}, time.Time{}
+	got.InitialDate, got.ActivationDate, got.LastChangeDate = time.Time{}, time.Time{}, time.Time{}
 	if got != want {
 		t.Errorf("attributes:\n got %+v\nwant %+v", got, want)
 	}
@@ -96,6 +98,9 @@ func TestCreateKeyThenSecret(t *testing.T) {
 	}
 	if s := c.Stats(); s.Create != 1 || s.Activate != 1 || s.Locate != 1 || s.Get != 1 || s.Errors != 0 {
 		t.Errorf("stats: %+v", s)
+	}
+	if v := c.Version(); v != "1.4" {
+		t.Errorf("agreed version %q, want 1.4 (the highest both speak)", v)
 	}
 }
 
@@ -111,8 +116,17 @@ func TestSecretErrors(t *testing.T) {
 	tmpl.Append(kmip14.TagName, kmip.Name{NameValue: "short", NameType: kmip14.NameTypeUninterpretedTextString})
 	tmpl.Append(kmip14.TagCryptographicAlgorithm, kmip14.CryptographicAlgorithmAES)
 	tmpl.Append(kmip14.TagCryptographicLength, 128)
-	if it, err := raw.One(kmip14.OperationCreate, kmip.CreateRequestPayload{ObjectType: kmip14.ObjectTypeSymmetricKey, TemplateAttribute: tmpl}); err != nil || it.ResultStatus != kmip14.ResultStatusSuccess {
-		t.Fatalf("create 128-bit key: %v %+v", err, it)
+	resp, err := raw.Do(kmstest.Item{Op: kmip14.OperationCreate, Payload: kmip.CreateRequestPayload{ObjectType: kmip14.ObjectTypeSymmetricKey, TemplateAttribute: tmpl}},
+		kmstest.Item{Op: kmip14.OperationActivate, Payload: wire.ActivateRequestPayload{}}) // the ID placeholder names the new key
+	if err != nil || len(resp.BatchItem) != 2 || resp.BatchItem[1].ResultStatus != kmip14.ResultStatusSuccess {
+		t.Fatalf("create and activate a 128-bit key: %v %+v", err, resp)
+	}
+	// A key that was never activated.
+	var pre kmip.TemplateAttribute
+	pre.Append(kmip14.TagName, kmip.Name{NameValue: "pre-active", NameType: kmip14.NameTypeUninterpretedTextString})
+	pre.Append(kmip14.TagCryptographicAlgorithm, kmip14.CryptographicAlgorithmAES)
+	if it, err := raw.One(kmip14.OperationCreate, kmip.CreateRequestPayload{ObjectType: kmip14.ObjectTypeSymmetricKey, TemplateAttribute: pre}); err != nil || it.ResultStatus != kmip14.ResultStatusSuccess {
+		t.Fatalf("create a pre-active key: %v %+v", err, it)
 	}
 
 	tests := []struct {
@@ -120,8 +134,9 @@ func TestSecretErrors(t *testing.T) {
 		wantErr error
 		wantMsg string
 	}{
-		{"no-such-key", kms.ErrKeyNotFound, `kms: locate "no-such-key": key not found`},
-		{"dup", kms.ErrAmbiguous, `3 objects are named "dup"`},
+		{"no-such-key", kms.ErrKeyNotFound, `kms: locate "no-such-key": key not found: no Symmetric Key carries this name (0 found)`},
+		{"dup", kms.ErrAmbiguous, `3 Active Symmetric Keys carry this name`},
+		{"pre-active", kms.ErrKeyNotFound, `1 object(s) with it are revoked, deactivated or not yet activated`},
 		{"short", kms.ErrBadKey, "key is 16 bytes, want 32"},
 		{"", kms.ErrKeyNotFound, "empty key name"},
 	}
@@ -215,6 +230,15 @@ func TestUnavailable(t *testing.T) {
 		_, err := c.Secret(t.Context(), "k")
 		if !errors.Is(err, kms.ErrUnavailable) || !strings.Contains(err.Error(), "connection refused") {
 			t.Fatalf("got %v, want ErrUnavailable naming connection refused", err)
+		}
+		// The cause is visible to errors.Is, but no syscall.Errno is found by errors.As: fs would
+		// take it for the errno to return (ECONNREFUSED from read) instead of EIO.
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("errors.Is(err, ECONNREFUSED) = false for %v", err)
+		}
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			t.Errorf("errors.As found errno %v in %v", errno, err)
 		}
 	})
 }
@@ -381,8 +405,15 @@ func TestLifecycle(t *testing.T) {
 	if at, err := c.Attributes(ctx, a); err != nil || at.State != "Deactivated" {
 		t.Fatalf("after revoke: %+v, %v", at, err)
 	}
-	if _, err := c.Secret(ctx, "a"); err != nil {
-		t.Fatalf("a deactivated key must still decrypt: %v", err)
+	// A revoked key is no longer handed out: files under it fail with ENOKEY, as the issue asks.
+	if _, err := c.Secret(ctx, "a"); !errors.Is(err, kms.ErrKeyNotFound) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("Secret of a deactivated key: %v; want ErrKeyNotFound saying it is revoked", err)
+	}
+	if uids, err := c.LocateActive(ctx, "a"); err != nil || len(uids) != 0 {
+		t.Fatalf("LocateActive of a deactivated key: %v, %v", uids, err)
+	}
+	if uids, err := c.Locate(ctx, "a"); err != nil || len(uids) != 1 || uids[0] != a {
+		t.Fatalf("Locate (any state) of a deactivated key: %v, %v", uids, err)
 	}
 	if err := c.Revoke(ctx, b, true); err != nil {
 		t.Fatal(err)
@@ -405,7 +436,7 @@ func TestCacheSavesRoundTrips(t *testing.T) {
 	env := kmstest.Start(t, kmstest.Logger(t))
 	c := env.Client(t, kmstest.Logger(t))
 	env.CreateKey(t, "pykmip-bucket")
-	cache := kms.NewCache(c, time.Minute, time.Minute, kmstest.Logger(t))
+	cache := kms.NewCache(c, kms.CacheOptions{HitTTL: time.Minute, NotFoundTTL: time.Minute, Logger: kmstest.Logger(t)})
 	defer cache.Close()
 	var wg sync.WaitGroup
 	for range 10 {

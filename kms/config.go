@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -20,6 +21,7 @@ const (
 	DefaultTimeout     = 10 * time.Second
 	DefaultCacheTTL    = 5 * time.Minute
 	DefaultNegativeTTL = 10 * time.Second
+	DefaultErrorTTL    = time.Second
 )
 
 // Config is the [kms] section of kmipfs.toml. The option names mirror Ceph's "rgw crypt kmip *" options.
@@ -34,6 +36,16 @@ type Config struct {
 	Timeout     Duration `toml:"timeout"`      // bounds one client call (dial, request, retry); default 10s
 	CacheTTL    Duration `toml:"cache_ttl"`    // how long a fetched secret is reused; default 5m
 	NegativeTTL Duration `toml:"negative_ttl"` // how long "not found" is remembered; default 10s
+	ErrorTTL    Duration `toml:"error_ttl"`    // how long any other failure is remembered; default 1s
+	// StaleTTL is how old a cached secret may get and still be served while the server is unavailable
+	// (refused, timed out; never after "not found"); default 10 x cache_ttl. Set it to cache_ttl to
+	// serve nothing past its TTL.
+	StaleTTL Duration `toml:"stale_ttl"`
+	// Username and PasswordFile add a KMIP Username and Password credential to every request, for
+	// servers that authenticate users on top of the client certificate. The file holds the password
+	// (one line; a trailing newline is ignored). Both are optional; a password needs a username.
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
 }
 
 // Duration is a time.Duration written in TOML as a string such as "10s" or "5m", so that a config file
@@ -73,6 +85,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.NegativeTTL.Duration == 0 {
 		c.NegativeTTL.Duration = DefaultNegativeTTL
+	}
+	if c.ErrorTTL.Duration == 0 {
+		c.ErrorTTL.Duration = DefaultErrorTTL
+	}
+	if c.StaleTTL.Duration == 0 {
+		c.StaleTTL.Duration = staleFactor * c.CacheTTL.Duration
 	}
 }
 
@@ -130,12 +148,52 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"timeout", c.Timeout.Duration}, {"cache_ttl", c.CacheTTL.Duration}, {"negative_ttl", c.NegativeTTL.Duration}} {
+	}{{"timeout", c.Timeout.Duration}, {"cache_ttl", c.CacheTTL.Duration}, {"negative_ttl", c.NegativeTTL.Duration},
+		{"error_ttl", c.ErrorTTL.Duration}, {"stale_ttl", c.StaleTTL.Duration}} {
 		if d.v < 0 {
 			bad("kms.%s: expected a positive duration, got %q", d.name, d.v)
 		}
 	}
+	if c.Username != "" && strings.ContainsAny(c.Username, "\x00\n\r") {
+		bad("kms.username: expected a user name without NUL or line breaks, got %q", c.Username)
+	}
+	if c.PasswordFile != "" {
+		if c.Username == "" {
+			bad("kms.password_file: a password needs kms.username, which is not set")
+		}
+		if _, err := readPassword(c.PasswordFile); err != nil {
+			bad("kms.password_file: %w", err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// maxPassword bounds the password file, so a wrong path (a log, a device) is refused, not read whole.
+const maxPassword = 4096
+
+// readPassword reads the password file: its first line, without the line break. An empty password is an
+// error (leave password_file unset to send none). The content is never logged.
+func readPassword(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	buf := make([]byte, maxPassword+1)
+	n, err := io.ReadFull(f, buf)
+	defer clear(buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read %q: %w", path, err)
+	}
+	if n > maxPassword {
+		return "", fmt.Errorf("%q is longer than %d bytes; expected a file holding only the password", path, maxPassword)
+	}
+	line, _, _ := strings.Cut(string(buf[:n]), "\n")
+	line = strings.TrimSuffix(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("%q is empty; expected the password on its first line", path)
+	}
+	return line, nil
 }
 
 // readable reports whether path can be opened for reading, with an error that names the file.
@@ -185,4 +243,29 @@ func KeyName(template, keyID string) string {
 		template = DefaultKeyTemplate
 	}
 	return strings.ReplaceAll(template, "$keyid", keyID)
+}
+
+// KeyID is the inverse of KeyName: the key id that template turns into name, and whether there is one.
+// KeyID("pykmip-$keyid", "pykmip-mybucketkey") is "mybucketkey", true; a name the template cannot
+// produce (another prefix, or an empty id) gives false. `kmipfs key list` uses it to show key ids.
+func KeyID(template, name string) (string, bool) {
+	if template == "" {
+		template = DefaultKeyTemplate
+	}
+	parts := strings.Split(template, "$keyid")
+	if len(parts) < 2 {
+		return "", false
+	}
+	// The first occurrence fixes the id's length: name = p0 id p1 id p2 ... with the same id each time.
+	rest, ok := strings.CutPrefix(name, parts[0])
+	if !ok {
+		return "", false
+	}
+	for n := 1; n <= len(rest); n++ {
+		id := rest[:n]
+		if KeyName(template, id) == name {
+			return id, true
+		}
+	}
+	return "", false
 }

@@ -40,12 +40,44 @@ func testPKI(t *testing.T) certs.Files {
 	return f
 }
 
+func TestKeyID(t *testing.T) {
+	tests := []struct {
+		template, name, want string
+		ok                   bool
+	}{
+		{"pykmip-$keyid", "pykmip-mybucketkey", "mybucketkey", true},
+		{"$keyid", "mybucketkey", "mybucketkey", true},
+		{"", "k", "k", true},
+		{"pykmip-$keyid", "other-mybucketkey", "", false},
+		{"pykmip-$keyid", "pykmip-", "", false},
+		{"a-$keyid-b", "a-x-b-b", "x-b", true},
+		{"$keyid/$keyid", "ab/ab", "ab", true},
+		{"$keyid/$keyid", "ab/cd", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := kms.KeyID(tt.template, tt.name)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("KeyID(%q, %q) = %q, %v; want %q, %v", tt.template, tt.name, got, ok, tt.want, tt.ok)
+		}
+		if ok && kms.KeyName(tt.template, got) != tt.name {
+			t.Errorf("KeyName(%q, KeyID(...)) != %q", tt.template, tt.name)
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	pki := testPKI(t)
 	other := testPKI(t)
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "not.pem")
 	if err := os.WriteFile(notPEM, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	password, empty := filepath.Join(dir, "password"), filepath.Join(dir, "empty")
+	if err := os.WriteFile(password, []byte("pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	good := kms.Config{Addr: "127.0.0.1:5696", CAPath: pki.CA, ClientCert: pki.ClientCert, ClientKey: pki.ClientKey}
@@ -81,6 +113,14 @@ func TestConfigValidate(t *testing.T) {
 		{"negative cache ttl", func(c *kms.Config) { c.CacheTTL.Duration = -time.Second }, []string{"kms.cache_ttl:"}},
 		{"negative negative ttl", func(c *kms.Config) { c.NegativeTTL.Duration = -time.Second }, []string{"kms.negative_ttl:"}},
 		{"several problems", func(c *kms.Config) { c.Addr, c.KeyTemplate = "x", "k" }, []string{"kms.addr:", "kms.key_template:"}},
+		{"negative error ttl", func(c *kms.Config) { c.ErrorTTL.Duration = -time.Second }, []string{"kms.error_ttl:"}},
+		{"negative stale ttl", func(c *kms.Config) { c.StaleTTL.Duration = -time.Second }, []string{"kms.stale_ttl:"}},
+		{"valid credential", func(c *kms.Config) { c.Username, c.PasswordFile = "alice", password }, nil},
+		{"username only", func(c *kms.Config) { c.Username = "alice" }, nil},
+		{"password without username", func(c *kms.Config) { c.PasswordFile = password }, []string{"kms.password_file: a password needs kms.username"}},
+		{"password file missing", func(c *kms.Config) { c.Username, c.PasswordFile = "alice", filepath.Join(dir, "nopw") },
+			[]string{"kms.password_file:", "nopw"}},
+		{"password file empty", func(c *kms.Config) { c.Username, c.PasswordFile = "alice", empty }, []string{"kms.password_file:", "is empty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,9 +158,9 @@ func TestConfigTOML(t *testing.T) {
 		want    kms.Config // only the durations and template are compared
 		wantErr string
 	}{
-		{"defaults", "", kms.Config{KeyTemplate: "$keyid", Timeout: dur(10 * time.Second), CacheTTL: dur(5 * time.Minute), NegativeTTL: dur(10 * time.Second)}, ""},
-		{"set", "key_template = \"pykmip-$keyid\"\ntimeout = \"2s\"\ncache_ttl = \"1h30m\"\nnegative_ttl = \"500ms\"\n",
-			kms.Config{KeyTemplate: "pykmip-$keyid", Timeout: dur(2 * time.Second), CacheTTL: dur(90 * time.Minute), NegativeTTL: dur(500 * time.Millisecond)}, ""},
+		{"defaults", "", kms.Config{KeyTemplate: "$keyid", Timeout: dur(10 * time.Second), CacheTTL: dur(5 * time.Minute), NegativeTTL: dur(10 * time.Second), ErrorTTL: dur(time.Second), StaleTTL: dur(50 * time.Minute)}, ""},
+		{"set", "key_template = \"pykmip-$keyid\"\ntimeout = \"2s\"\ncache_ttl = \"1h30m\"\nnegative_ttl = \"500ms\"\nerror_ttl = \"3s\"\nstale_ttl = \"2h\"\n",
+			kms.Config{KeyTemplate: "pykmip-$keyid", Timeout: dur(2 * time.Second), CacheTTL: dur(90 * time.Minute), NegativeTTL: dur(500 * time.Millisecond), ErrorTTL: dur(3 * time.Second), StaleTTL: dur(2 * time.Hour)}, ""},
 		{"bad unit", "timeout = \"10 seconds\"\n", kms.Config{}, `"kms.timeout"): expected a duration such as "10s" or "5m", got "10 seconds"`},
 		{"no unit", "cache_ttl = \"5\"\n", kms.Config{}, `"kms.cache_ttl"): expected a duration such as "10s" or "5m", got "5"`},
 		{"number", "negative_ttl = 10\n", kms.Config{}, `"kms.negative_ttl"): expected a duration`},
@@ -148,7 +188,7 @@ func TestConfigTOML(t *testing.T) {
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			if cfg.KeyTemplate != tt.want.KeyTemplate || cfg.Timeout != tt.want.Timeout || cfg.CacheTTL != tt.want.CacheTTL || cfg.NegativeTTL != tt.want.NegativeTTL {
+			if cfg.KeyTemplate != tt.want.KeyTemplate || cfg.Timeout != tt.want.Timeout || cfg.CacheTTL != tt.want.CacheTTL || cfg.NegativeTTL != tt.want.NegativeTTL || cfg.ErrorTTL != tt.want.ErrorTTL || cfg.StaleTTL != tt.want.StaleTTL {
 				t.Errorf("decoded %+v, want %+v", cfg, tt.want)
 			}
 			// Durations survive a round trip through TOML.

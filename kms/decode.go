@@ -136,6 +136,12 @@ func decodeAttributes(payload ttlv.TTLV) (KeyAttributes, error) {
 			a.InitialDate, ok = wire.Time(v)
 		case "Activation Date":
 			a.ActivationDate, ok = wire.Time(v)
+		case "Deactivation Date":
+			a.DeactivationDate, ok = wire.Time(v)
+		case "Compromise Date", "Compromise  Date": // kmip-go's canonical name has two spaces
+			a.CompromiseDate, ok = wire.Time(v)
+		case "Last Change Date":
+			a.LastChangeDate, ok = wire.Time(v)
 		case "Unique Identifier":
 			var s string
 			if s, ok = wire.Text(v); ok && a.UID == "" {

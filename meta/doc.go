@@ -82,7 +82,10 @@
 // extents that overlap or touch the blocks it changes (a reverse seek finds
 // the one that starts before them), splits or trims them, and writes the
 // difference, so a small write to a large file costs little. ExtentsIn does
-// the same for reads: the extents of a block range, not the whole map.
+// the same for reads: the extents of a block range, not the whole map. A
+// Write may also carry Holes, block ranges whose extents are dropped
+// (fallocate PUNCH_HOLE and ZERO_RANGE), applied after its truncate and
+// before its new blocks.
 //
 // For every object with live blocks an 'R' key counts them. CommitWrite and
 // Release keep the counts in the same transaction as the extents; an object
@@ -103,7 +106,9 @@
 // inode, because open files stay usable. It writes an 'O' key instead. fs
 // calls Release when the last handle goes; after a crash no file is open, so
 // fs releases everything Orphans lists at mount. Release deletes the extents
-// in transactions of at most 2000, then the xattrs and the inode.
+// in transactions of at most 2000, then the xattrs and the inode. CreateTmp
+// (O_TMPFILE) makes an inode that is an orphan from the start; LinkOrphan
+// gives it its first name and clears the mark (linkat of the open file).
 //
 // # Counters
 //

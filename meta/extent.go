@@ -31,6 +31,11 @@ type Write struct {
 	// Truncate, if set, first drops every extent block >= KeepBlocks.
 	Truncate   bool
 	KeepBlocks uint64
+	// Holes are block ranges, sorted and non-overlapping, whose extents are
+	// dropped after the truncate and before Blocks are applied: a punched
+	// hole or a zeroed range (fallocate) that reads as zeros again. A block
+	// that is both in a hole and in Blocks ends up in the new object.
+	Holes []BlockRange
 
 	// Gens, if not nil, gives each block its own generation (Gens[i] for
 	// Blocks[i]; Gen is then ignored). A compaction needs it: it copies
@@ -45,6 +50,11 @@ type Write struct {
 	// Gens and excludes Truncate. If no block moves, the new object has no
 	// live block and is returned (and queued) as freed.
 	Compact bool
+}
+
+// BlockRange is the file blocks [Block, Block+Count).
+type BlockRange struct {
+	Block, Count uint64
 }
 
 // slotRef is one block of a write: file block, slot in the object, and the
@@ -69,8 +79,14 @@ func (w *Write) validate() error {
 	if w.Gens != nil && len(w.Gens) != len(w.Blocks) {
 		return fmt.Errorf("%d gens for %d blocks: %w", len(w.Gens), len(w.Blocks), ErrInvalid)
 	}
-	if w.Compact && (w.Gens == nil || w.Truncate) {
-		return fmt.Errorf("compact commit needs gens and no truncate: %w", ErrInvalid)
+	if w.Compact && (w.Gens == nil || w.Truncate || len(w.Holes) > 0) {
+		return fmt.Errorf("compact commit needs gens and no truncate or holes: %w", ErrInvalid)
+	}
+	for i, h := range w.Holes {
+		if h.Count == 0 || h.Block >= MaxBlocks || h.Count > MaxBlocks-h.Block ||
+			(i > 0 && h.Block < w.Holes[i-1].Block+w.Holes[i-1].Count) {
+			return fmt.Errorf("holes not sorted, non-empty and disjoint below %d at index %d: %w", uint64(MaxBlocks), i, ErrInvalid)
+		}
 	}
 	return nil
 }
@@ -258,6 +274,33 @@ func normalize(exts []Extent) []Extent {
 	return out
 }
 
+// ApplyWrite returns the extent map exts (sorted and non-overlapping, as Extents returns it)
+// changed by w the way CommitWrite changes the stored map. A caller that holds a file's map in
+// memory and is its only writer (fs, while the file is open) keeps it up to date with this
+// instead of reading the whole map again after every commit. exts is not modified.
+func ApplyWrite(exts []Extent, w Write) []Extent {
+	cur := append([]Extent(nil), exts...)
+	slots := w.slots()
+	if w.Compact {
+		slots = stillSealed(slots, cur)
+	}
+	if w.Truncate {
+		cur = punch(cur, []Extent{{Block: w.KeepBlocks, Count: MaxBlocks - w.KeepBlocks}})
+	}
+	if len(w.Holes) > 0 {
+		holes := make([]Extent, len(w.Holes))
+		for i, h := range w.Holes {
+			holes[i] = Extent{Block: h.Block, Count: h.Count}
+		}
+		cur = punch(cur, holes)
+	}
+	if len(slots) == 0 {
+		return cur
+	}
+	rs := runs(w.Object, slots)
+	return normalize(append(punch(cur, rs), rs...))
+}
+
 // CommitWrite applies w to the file's extent map in one transaction together
 // with fn (which typically sets Size, Mtime and Ctime; it may be nil and
 // follows the rules of Update). Older extents that the new blocks overlap
@@ -313,7 +356,7 @@ func (db *DB) CommitWrite(ctx context.Context, ino Ino, w Write, fn func(*Inode)
 // returns the objects it freed.
 func (x *tx) applyWrite(in *Inode, w *Write) ([]ObjectRef, error) {
 	slots := w.slots()
-	if len(slots) == 0 && !w.Truncate {
+	if len(slots) == 0 && !w.Truncate && len(w.Holes) == 0 {
 		return nil, nil
 	}
 	if w.Object != "" {
@@ -349,6 +392,10 @@ func (x *tx) applyWrite(in *Inode, w *Write) ([]ObjectRef, error) {
 		lo = min(lo, runs[0].Block)
 		hi = max(hi, runs[n-1].Block+runs[n-1].Count-1)
 	}
+	if n := len(w.Holes); n > 0 {
+		lo = min(lo, w.Holes[0].Block)
+		hi = max(hi, w.Holes[n-1].Block+w.Holes[n-1].Count-1)
+	}
 	if lo >= MaxBlocks {
 		return nil, nil // truncating to the maximum size drops nothing
 	}
@@ -359,6 +406,13 @@ func (x *tx) applyWrite(in *Inode, w *Write) ([]ObjectRef, error) {
 	cur := old
 	if w.Truncate {
 		cur = punch(cur, []Extent{{Block: w.KeepBlocks, Count: MaxBlocks - w.KeepBlocks}})
+	}
+	if len(w.Holes) > 0 {
+		holes := make([]Extent, len(w.Holes))
+		for i, h := range w.Holes {
+			holes[i] = Extent{Block: h.Block, Count: h.Count}
+		}
+		cur = punch(cur, holes)
 	}
 	cur = normalize(append(punch(cur, runs), runs...))
 

@@ -355,6 +355,14 @@ func extentModel(t *testing.T, db *meta.DB, seed uint64) {
 			w.Truncate = true
 			w.KeepBlocks = uint64(rng.IntN(space + 4))
 		}
+		if !w.Compact && rng.IntN(4) == 0 {
+			// Punched holes (fallocate), sorted and disjoint.
+			for blk := uint64(rng.IntN(8)); blk < space; blk += uint64(1 + rng.IntN(16)) {
+				n := uint64(1 + rng.IntN(6))
+				w.Holes = append(w.Holes, meta.BlockRange{Block: blk, Count: n})
+				blk += n
+			}
+		}
 		if !w.Compact && (!w.Truncate || rng.IntN(2) == 0) {
 			w.Object = fmt.Sprintf("o%03d", op)
 			w.Gen = uint64(op + 1)
@@ -375,6 +383,11 @@ func extentModel(t *testing.T, db *meta.DB, seed uint64) {
 				if blk >= w.KeepBlocks {
 					delete(model, blk)
 				}
+			}
+		}
+		for _, h := range w.Holes {
+			for blk := h.Block; blk < h.Block+h.Count; blk++ {
+				delete(model, blk)
 			}
 		}
 		moved := 0
@@ -399,8 +412,16 @@ func extentModel(t *testing.T, db *meta.DB, seed uint64) {
 		}
 		sort.Slice(wantFreedObjs, func(a, c int) bool { return wantFreedObjs[a].Key < wantFreedObjs[c].Key })
 
+		mapBefore, err := db.Extents(ctx, files[i].Ino)
+		if err != nil {
+			t.Fatal(err)
+		}
 		freed := commit(t, db, files[i].Ino, w)
 		wantFreed(t, fmt.Sprintf("op %d %+v", op, w), freed, wantFreedObjs)
+		// The in-memory version of the commit gives the same map.
+		if mapAfter, err := db.Extents(ctx, files[i].Ino); err != nil || !slices.Equal(meta.ApplyWrite(mapBefore, w), mapAfter) {
+			t.Fatalf("op %d: ApplyWrite gives %+v, the stored map is %+v (%v)", op, meta.ApplyWrite(mapBefore, w), mapAfter, err)
+		}
 		everFreed = append(everFreed, freed...)
 		checkModel(t, db, files[i].Ino, model)
 		if t.Failed() {

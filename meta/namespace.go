@@ -170,9 +170,23 @@ func (db *DB) Create(ctx context.Context, parent Ino, name string, in Inode) (*I
 // Link adds newParent/newName as another name of the non-directory ino
 // (ErrIsDir for a directory), increments its Nlink and sets its Ctime to now
 // and the new parent's Mtime and Ctime to now. An inode that has no name left
-// (an orphan) cannot get one back: ErrNotFound. A link into another bucket or
-// into the mount root is ErrCrossBucket.
+// (an orphan) cannot get one back: ErrNotFound (LinkOrphan is for files made
+// by CreateTmp). A link into another bucket or into the mount root is
+// ErrCrossBucket.
 func (db *DB) Link(ctx context.Context, ino, newParent Ino, newName string, now int64) (*Inode, error) {
+	return db.link(ctx, ino, newParent, newName, now, false)
+}
+
+// LinkOrphan gives the orphan ino (Nlink 0) its first name, as linkat(2) does
+// for a file opened with O_TMPFILE, and clears its orphan mark. An inode with
+// links is ErrInvalid. meta cannot tell an O_TMPFILE file from one whose
+// names were all removed; fs (and the kernel, which refuses to link an
+// unlinked file that was not made by O_TMPFILE) decide.
+func (db *DB) LinkOrphan(ctx context.Context, ino, newParent Ino, newName string, now int64) (*Inode, error) {
+	return db.link(ctx, ino, newParent, newName, now, true)
+}
+
+func (db *DB) link(ctx context.Context, ino, newParent Ino, newName string, now int64, orphan bool) (*Inode, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("meta: link %d as %q in %d: %w", ino, newName, newParent, err)
 	}
@@ -188,7 +202,10 @@ func (db *DB) Link(ctx context.Context, ino, newParent Ino, newName string, now 
 		if in.IsDir() {
 			return ErrIsDir
 		}
-		if in.Nlink == 0 {
+		switch {
+		case orphan && in.Nlink != 0:
+			return fmt.Errorf("inode %d has %d links: %w", ino, in.Nlink, ErrInvalid)
+		case !orphan && in.Nlink == 0:
 			return fmt.Errorf("inode %d has no links: %w", ino, ErrNotFound)
 		}
 		if in.Nlink == math.MaxUint32 {
@@ -207,6 +224,11 @@ func (db *DB) Link(ctx context.Context, ino, newParent Ino, newName string, now 
 		if newParent == RootIno || p.Bucket != in.Bucket {
 			return ErrCrossBucket
 		}
+		if in.Nlink == 0 {
+			if err := x.t.Delete(orphanKey(in.Ino)); err != nil {
+				return err
+			}
+		}
 		in.Nlink++
 		in.Ctime = now
 		p.Mtime, p.Ctime = now, now
@@ -216,6 +238,54 @@ func (db *DB) Link(ctx context.Context, ino, newParent Ino, newName string, now 
 			return err
 		}
 		out = in.clone()
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return out, nil
+}
+
+// CreateTmp adds a new non-directory inode that has no name, for open(2)
+// with O_TMPFILE in dir: it takes the same fields from in as Create, lives
+// in dir's bucket, has Nlink 0 and is marked orphan, so it is released like
+// an unlinked file unless LinkOrphan names it first. dir must be a directory
+// below the mount root (ErrNotDir, ErrCrossBucket for the root); its times
+// do not change.
+func (db *DB) CreateTmp(ctx context.Context, dir Ino, in Inode) (*Inode, error) {
+	wrap := func(err error) error { return fmt.Errorf("meta: create unnamed file in %d: %w", dir, err) }
+	if !validType(in.Mode) || in.IsDir() {
+		return nil, wrap(fmt.Errorf("mode %#o: %w", in.Mode, ErrInvalid))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	ino, err := db.nextIno()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var out *Inode
+	err = db.update(ctx, func(x *tx) error {
+		p, err := x.getDir(dir)
+		if err != nil {
+			return err
+		}
+		if dir == RootIno {
+			return ErrCrossBucket
+		}
+		n := in.clone()
+		n.Ino = ino
+		n.Nlink = 0
+		n.Parent = 0
+		n.Bucket = p.Bucket
+		if !n.IsRegular() {
+			n.FileID, n.KeyID, n.KeyName, n.WrappedKey, n.Gen = [16]byte{}, "", "", nil, 0
+		}
+		x.create(n)
+		if err := x.t.Set(orphanKey(ino), nil); err != nil {
+			return err
+		}
+		out = n.clone()
 		return nil
 	})
 	if err != nil {

@@ -42,6 +42,8 @@ var suite = []struct {
 	{"Xattrs", testXattrs},
 	{"CommitWriteSplitting", testCommitWriteSplitting},
 	{"CommitWriteTruncate", testCommitWriteTruncate},
+	{"CommitWriteHoles", testCommitWriteHoles},
+	{"CreateTmpLinkOrphan", testCreateTmpLinkOrphan},
 	{"CommitWriteErrors", testCommitWriteErrors},
 	{"GCQueuedOnce", testGCQueuedOnce},
 	{"Compaction", testCompaction},

@@ -5,14 +5,17 @@ package tests
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,11 +82,14 @@ const (
 	keyB = "key-b"
 )
 
-// kmsServer is an embedded KMIP server on a loopback port with its own PKI.
+// kmsServer is an embedded KMIP server on a loopback port with its own PKI. stop and start take it
+// down and bring it back on the same address and key store, in this process, as a server restart.
 type kmsServer struct {
-	srv   *kmipserver.Server
+	srv   *kmipserver.Server // nil while stopped
 	addr  string
 	files certs.Files
+	dir   string
+	done  chan error // Serve's result
 }
 
 func startKMSServer(t *testing.T, dir string) *kmsServer {
@@ -92,21 +98,62 @@ func startKMSServer(t *testing.T, dir string) *kmsServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsCfg, err := certs.ServerTLSConfig(files)
+	k := &kmsServer{files: files, dir: dir, addr: "127.0.0.1:0"}
+	k.start(t)
+	t.Cleanup(func() { k.stop(t) })
+	return k
+}
+
+// start serves on k.addr (a free port the first time).
+func (k *kmsServer) start(t *testing.T) {
+	t.Helper()
+	if k.srv != nil {
+		return
+	}
+	tlsCfg, err := certs.ServerTLSConfig(k.files)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := kmipserver.New(filepath.Join(dir, "keys.json"), kmipserver.Options{Logger: slog.New(slog.DiscardHandler)})
+	srv, err := kmipserver.New(filepath.Join(k.dir, "keys.json"), kmipserver.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
+	var ln net.Listener
+	for i := 0; ; i++ { // the old listener's port may take a moment to free up
+		if ln, err = tls.Listen("tcp", k.addr, tlsCfg); err == nil || i == 100 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
+		srv.Close()
 		t.Fatal(err)
 	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return &kmsServer{srv: srv, addr: ln.Addr().String(), files: files}
+	k.srv, k.addr, k.done = srv, ln.Addr().String(), make(chan error, 1)
+	go func() { k.done <- srv.Serve(ln) }()
+}
+
+// stop closes the server and its connections, as a server that went down.
+func (k *kmsServer) stop(t *testing.T) {
+	t.Helper()
+	if k.srv == nil {
+		return
+	}
+	if err := k.srv.Close(); err != nil {
+		t.Errorf("close KMIP server: %v", err)
+	}
+	if err := <-k.done; !errors.Is(err, kmipserver.ErrServerClosed) {
+		t.Errorf("KMIP server: Serve returned %v", err)
+	}
+	k.srv = nil
+}
+
+// createKey creates an active AES-256 key called name in the running server.
+func (k *kmsServer) createKey(t *testing.T, name string) {
+	t.Helper()
+	if _, err := k.srv.CreateKey(name); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (k *kmsServer) clientConfig(template string) kms.Config {
@@ -126,7 +173,10 @@ func (k *kmsServer) clientConfig(template string) kms.Config {
 type env struct {
 	t        *testing.T
 	dir      string
-	kms      *kmsServer
+	kms      *kmsServer // the embedded server; nil with withKMS
+	kmsCfg   kms.Config // what the mount's kms client uses (after SetDefaults)
+	external *kms.Config
+	kmsMods  []func(*kms.Config)
 	template string
 	fsCfg    kfs.Config
 	storeDir string
@@ -145,6 +195,19 @@ type envOption func(*env)
 
 func withDefaultKeyID(id string) envOption { return func(e *env) { e.fsCfg.DefaultKeyID = id } }
 
+// withTemplate sets kms.key_template (default "kmipfs-$keyid").
+func withTemplate(tmpl string) envOption { return func(e *env) { e.template = tmpl } }
+
+// withKMS mounts against another KMIP server (PyKMIP, `kmipfs kms serve`) instead of starting the
+// embedded one; cfg gives its address and certificates. keyA and keyB are created there if missing.
+func withKMS(cfg kms.Config) envOption { return func(e *env) { e.external = &cfg } }
+
+// withKMSConfig changes the [kms] options of the mount, e.g. timeout or cache TTLs. The harness's
+// defaults are cache_ttl 1m and negative_ttl 1s.
+func withKMSConfig(mod func(*kms.Config)) envOption {
+	return func(e *env) { e.kmsMods = append(e.kmsMods, mod) }
+}
+
 // newEnv starts a KMIP server holding keyA and keyB (template "kmipfs-$keyid") and mounts an empty
 // kmipfs.
 func newEnv(t *testing.T, opts ...envOption) *env {
@@ -162,12 +225,24 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	for _, o := range opts {
 		o(e)
 	}
-	e.kms = startKMSServer(t, filepath.Join(dir, "kms"))
-	for _, id := range []string{keyA, keyB} {
-		if _, err := e.kms.srv.CreateKey(kms.KeyName(e.template, id)); err != nil {
-			t.Fatal(err)
+	if e.external == nil {
+		e.kms = startKMSServer(t, filepath.Join(dir, "kms"))
+		for _, id := range []string{keyA, keyB} {
+			e.kms.createKey(t, kms.KeyName(e.template, id))
+		}
+		e.kmsCfg = e.kms.clientConfig(e.template)
+	} else {
+		e.kmsCfg = *e.external
+		e.kmsCfg.KeyTemplate = e.template
+		for _, id := range []string{keyA, keyB} {
+			ensureKey(t, e.kmsCfg, kms.KeyName(e.template, id))
 		}
 	}
+	e.kmsCfg.CacheTTL.Duration, e.kmsCfg.NegativeTTL.Duration = time.Minute, time.Second
+	for _, mod := range e.kmsMods {
+		mod(&e.kmsCfg)
+	}
+	e.kmsCfg.SetDefaults()
 	if err := os.Mkdir(e.mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -185,11 +260,11 @@ func (e *env) mount() {
 	e.t.Helper()
 	logger := slog.New(e.logs)
 	var err error
-	e.client, err = kms.NewClient(e.kms.clientConfig(e.template), logger)
+	e.client, err = kms.NewClient(e.kmsCfg, logger)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.cache = kms.NewCache(e.client, time.Minute, time.Second, logger)
+	e.cache = kms.NewCache(e.client, e.kmsCfg.CacheOptions(logger))
 	store, err := local.New(e.storeDir, local.Options{Logger: logger})
 	if err != nil {
 		e.t.Fatal(err)
@@ -212,6 +287,12 @@ func (e *env) mount() {
 
 func (e *env) unmount() {
 	e.t.Helper()
+	// The FUSE connection's id, to abort it if a lazy unmount never lets the server finish.
+	var st syscall.Stat_t
+	conn := -1
+	if syscall.Stat(e.mnt, &st) == nil {
+		conn = int(st.Dev&0xff | (st.Dev>>12)&0xfff00)
+	}
 	var err error
 	for i := 0; i < 50; i++ {
 		if err = e.srv.Unmount(); err == nil {
@@ -223,7 +304,19 @@ func (e *env) unmount() {
 		e.t.Errorf("unmount %s: %v", e.mnt, err)
 		_ = exec.Command("umount", "-l", e.mnt).Run()
 	}
-	e.srv.Wait()
+	served := make(chan struct{})
+	go func() { e.srv.Wait(); close(served) }()
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		// Something still holds a file of the lazily unmounted filesystem: abort the connection
+		// (its requests fail with ENOTCONN) rather than hang the whole test binary.
+		e.t.Errorf("%s: the FUSE server did not finish 10s after a lazy unmount; aborting FUSE connection %d", e.mnt, conn)
+		if conn >= 0 {
+			_ = os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", conn), []byte("1"), 0o200)
+		}
+		<-served
+	}
 	if err := e.fsys.FlushAll(context.Background()); err != nil {
 		e.t.Errorf("flush at unmount: %v", err)
 	}
@@ -239,6 +332,25 @@ func (e *env) remount() {
 	e.t.Helper()
 	e.unmount()
 	e.mount()
+}
+
+// ensureKey creates an active key called name on the server of cfg unless one exists.
+func ensureKey(t *testing.T, cfg kms.Config, name string) {
+	t.Helper()
+	c, err := kms.NewClient(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	uids, err := c.LocateActive(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uids) == 0 {
+		if _, err := c.CreateKey(t.Context(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // path joins names below the mount point.

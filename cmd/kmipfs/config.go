@@ -50,6 +50,31 @@ const (
 // loadConfig reads path strictly: an unknown option or a value of the wrong type stops start-up
 // with the option's name. Relative paths are taken relative to the config file's directory.
 func loadConfig(path string) (*Config, error) {
+	c, err := decodeConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// loadKMSConfig reads path as strictly as loadConfig but checks only the [kms] section, for the key
+// commands, which need no store or metadata (and must not create their directories).
+func loadKMSConfig(path string) (*Config, error) {
+	c, err := decodeConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.KMS.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// decodeConfig decodes path strictly, fills defaults and resolves relative paths.
+func decodeConfig(path string) (*Config, error) {
 	var c Config
 	md, err := toml.DecodeFile(path, &c)
 	if err != nil {
@@ -69,9 +94,6 @@ func loadConfig(path string) (*Config, error) {
 	}
 	c.setDefaults()
 	c.resolvePaths(filepath.Dir(path))
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
 	return &c, nil
 }
 
@@ -104,6 +126,7 @@ func (c *Config) resolvePaths(base string) {
 	abs(&c.KMS.CAPath)
 	abs(&c.KMS.ClientCert)
 	abs(&c.KMS.ClientKey)
+	abs(&c.KMS.PasswordFile)
 	abs(&c.Store.Path)
 	abs(&c.Meta.Path)
 }

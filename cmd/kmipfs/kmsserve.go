@@ -30,6 +30,8 @@ func cmdKMS(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "Usage: kmipfs kms serve [--dir DIR] [--addr HOST:PORT]\n\n"+
 			"Runs the embedded KMIP server (KMIP 1.x over mutual TLS). It generates a CA, a server and a\n"+
 			"client certificate under DIR on first start and keeps its keys in DIR/keys.json.\n"+
+			"It serves Discover Versions, Create, Register, Activate, Locate, Get, Get Attributes, Revoke\n"+
+			"and Destroy; PyKMIP's Python client works with it (the Ceph KMIP snippet runs unchanged).\n"+
 			"It is meant for demos and tests, not as a production key manager.\n\n")
 		fl.PrintDefaults()
 	}

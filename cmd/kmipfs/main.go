@@ -42,6 +42,8 @@ Usage:
   kmipfs mount [--config FILE] [--debug] MOUNTPOINT   mount in the foreground; Ctrl-C unmounts
   kmipfs demo [DIR]                                   zero set-up demo under DIR (default ./kmipfs-demo)
   kmipfs kms serve [--dir DIR] [--addr HOST:PORT]     run the embedded KMIP server (for tests and demos)
+  kmipfs key create|list|show|revoke [--config FILE] [KEYID]
+                                                      manage keys in the KMIP server of the config's [kms]
   kmipfs version                                      print the version and on-store format version
   kmipfs help                                         this text
 
@@ -65,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDemo(args[1:], stdout, stderr)
 	case "kms":
 		err = cmdKMS(args[1:], stdout, stderr)
+	case "key":
+		err = cmdKey(args[1:], stdout, stderr)
 	case "version", "--version":
 		err = cmdVersion(stdout)
 	case "help", "-h", "--help":

@@ -94,7 +94,7 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 	cancel()
 	if err != nil {
 		client.Close()
-		return nil, fail(exitKMS, "KMIP server %s: %v", cfg.KMS.Addr, err)
+		return nil, fail(exitKMS, "cannot start, the KMIP server check failed: %v", err)
 	}
 	store, err := local.New(cfg.Store.Path, local.Options{Logger: logger})
 	if err != nil {
@@ -106,7 +106,7 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 		client.Close()
 		return nil, fail(exitMount, "meta.path: %v", err)
 	}
-	cache := kms.NewCache(client, cfg.KMS.CacheTTL.Duration, cfg.KMS.NegativeTTL.Duration, logger)
+	cache := kms.NewCache(client, cfg.KMS.CacheOptions(logger))
 	m := &mounted{mountpoint: mountpoint, log: logger, db: db, client: client, cache: cache}
 	m.fsys, err = fs.New(context.Background(), fs.Options{
 		Meta:        db,
@@ -125,7 +125,8 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 		m.closeBackends()
 		return nil, fail(exitMount, "%v (is the mount point an existing empty directory, and is /dev/fuse usable?)", err)
 	}
-	logger.Info("mounted", "mountpoint", mountpoint, "kms", cfg.KMS.Addr, "store", cfg.Store.Path, "meta", cfg.Meta.Path)
+	logger.Info("mounted", "mountpoint", mountpoint, "kms", cfg.KMS.Addr, "kmip_version", client.Version(),
+		"store", cfg.Store.Path, "meta", cfg.Meta.Path)
 	return m, nil
 }
 
@@ -184,6 +185,15 @@ func (m *mounted) closeBackends() {
 		m.cache.Close()
 	}
 	if m.client != nil {
+		// One line with what the mount asked of KMIP: with a working cache, Locate and Get stay
+		// near one per key per cache_ttl however many files were read and written.
+		s, cs := m.client.Stats(), kms.CacheStats{}
+		if m.cache != nil {
+			cs = m.cache.Stats()
+		}
+		m.log.Info("kms: requests made", "locate", s.Locate, "get", s.Get, "discover_versions", s.Discover,
+			"create", s.Create, "other", s.Other, "errors", s.Errors, "connections", s.Dials,
+			"cache_hits", cs.Hits, "cache_misses", cs.Misses, "cache_stale", cs.Stale)
 		m.client.Close()
 	}
 	if m.db != nil {

@@ -1,9 +1,11 @@
 package certs
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -60,10 +62,26 @@ func Generate(dir string) (Files, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Files{}, fmt.Errorf("certs: create %q: %w", dir, err)
 	}
-	if err := f.check(time.Now()); err == nil {
+	if err := f.check(time.Now(), false); err == nil {
 		return f, nil
 	}
-	if err := f.generate(time.Now()); err != nil {
+	if err := f.generate(time.Now(), false); err != nil {
+		return Files{}, fmt.Errorf("certs: generate in %q: %w", dir, err)
+	}
+	return f, nil
+}
+
+// GenerateRSA is Generate with RSA 2048 keys instead of EC P-256, for testing servers such as PyKMIP
+// whose cipher suites depend on the key type. Files of the other key type are replaced.
+func GenerateRSA(dir string) (Files, error) {
+	f := paths(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Files{}, fmt.Errorf("certs: create %q: %w", dir, err)
+	}
+	if err := f.check(time.Now(), true); err == nil {
+		return f, nil
+	}
+	if err := f.generate(time.Now(), true); err != nil {
 		return Files{}, fmt.Errorf("certs: generate in %q: %w", dir, err)
 	}
 	return f, nil
@@ -118,8 +136,9 @@ func caPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// check verifies that all files exist, parse, belong together and stay valid for renewBefore.
-func (f Files) check(now time.Time) error {
+// check verifies that all files exist, parse, belong together, have the wanted key type and stay valid for
+// renewBefore.
+func (f Files) check(now time.Time, wantRSA bool) error {
 	ca, err := readCert(f.CA)
 	if err != nil {
 		return err
@@ -128,7 +147,10 @@ func (f Files) check(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if !caKey.PublicKey.Equal(ca.PublicKey) || !ca.IsCA {
+	if _, isRSA := caKey.(*rsa.PrivateKey); isRSA != wantRSA {
+		return errors.New("certs: CA key is of the other type")
+	}
+	if pub, ok := caKey.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(ca.PublicKey) || !ca.IsCA {
 		return errors.New("certs: CA key does not match CA certificate")
 	}
 	roots := x509.NewCertPool()
@@ -151,8 +173,16 @@ func (f Files) check(now time.Time) error {
 	return nil
 }
 
-func (f Files) generate(now time.Time) error {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// newKey makes a private key of the wanted type.
+func newKey(wantRSA bool) (crypto.Signer, error) {
+	if wantRSA {
+		return rsa.GenerateKey(rand.Reader, 2048)
+	}
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+}
+
+func (f Files) generate(now time.Time, wantRSA bool) error {
+	caKey, err := newKey(wantRSA)
 	if err != nil {
 		return err
 	}
@@ -165,7 +195,7 @@ func (f Files) generate(now time.Time) error {
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	caDER, ca, err := sign(caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caDER, ca, err := sign(caTmpl, caTmpl, caKey.Public(), caKey)
 	if err != nil {
 		return err
 	}
@@ -190,15 +220,18 @@ func (f Files) generate(now time.Time) error {
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		}},
 	} {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		key, err := newKey(wantRSA)
 		if err != nil {
 			return err
 		}
 		leaf.tmpl.NotBefore = now.Add(-time.Hour)
 		leaf.tmpl.NotAfter = now.Add(leafValidity)
 		leaf.tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		if wantRSA {
+			leaf.tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+		}
 		leaf.tmpl.BasicConstraintsValid = true
-		der, _, err := sign(leaf.tmpl, ca, &key.PublicKey, caKey)
+		der, _, err := sign(leaf.tmpl, ca, key.Public(), caKey)
 		if err != nil {
 			return err
 		}
@@ -213,7 +246,7 @@ func (f Files) generate(now time.Time) error {
 }
 
 // sign issues tmpl signed by parent's key, with a random 128-bit serial number.
-func sign(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, priv *ecdsa.PrivateKey) ([]byte, *x509.Certificate, error) {
+func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, priv crypto.Signer) ([]byte, *x509.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {
 		return nil, nil, err
@@ -228,7 +261,7 @@ func sign(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, priv *ecdsa.Priv
 }
 
 // writeKey writes k as a PKCS #8 PEM file with mode 0600.
-func writeKey(path string, k *ecdsa.PrivateKey) error {
+func writeKey(path string, k crypto.Signer) error {
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
 		return err
@@ -278,7 +311,14 @@ func readCert(path string) (*x509.Certificate, error) {
 	return c, nil
 }
 
-func readKey(path string) (*ecdsa.PrivateKey, error) {
+// ReadKey reads a PKCS #8 PEM private key (EC or RSA) as Generate writes it, e.g. the CA key, for tests
+// that issue extra certificates.
+func ReadKey(path string) (crypto.Signer, error) { return readKey(path) }
+
+// ReadCert reads a PEM certificate.
+func ReadCert(path string) (*x509.Certificate, error) { return readCert(path) }
+
+func readKey(path string) (crypto.Signer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
@@ -291,9 +331,11 @@ func readKey(path string) (*ecdsa.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("certs: parse %q: %w", path, err)
 	}
-	ek, ok := k.(*ecdsa.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("certs: %q is a %T, not an EC key", path, k)
+	switch k := k.(type) {
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case *rsa.PrivateKey:
+		return k, nil
 	}
-	return ek, nil
+	return nil, fmt.Errorf("certs: %q is a %T, not an EC or RSA key", path, k)
 }

@@ -2,6 +2,7 @@ package certs_test
 
 import (
 	"bytes"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -188,5 +189,66 @@ func TestTLSConfigsHandshake(t *testing.T) {
 				t.Fatal("handshake succeeded")
 			}
 		})
+	}
+}
+
+// TestGenerateRSA: an RSA PKI is made, reused, replaced by EC on Generate (and back), and handshakes.
+func TestGenerateRSA(t *testing.T) {
+	dir := t.TempDir()
+	f, err := certs.GenerateRSA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{f.CA, f.ServerCert, f.ClientCert} {
+		c, err := certs.ReadCert(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.PublicKeyAlgorithm != x509.RSA {
+			t.Fatalf("%s has a %v key", p, c.PublicKeyAlgorithm)
+		}
+	}
+	if k, err := certs.ReadKey(f.CAKey); err != nil {
+		t.Fatal(err)
+	} else if _, ok := k.(*rsa.PrivateKey); !ok {
+		t.Fatalf("CA key is a %T", k)
+	}
+	before, _ := os.ReadFile(f.CA)
+	if _, err := certs.GenerateRSA(dir); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(f.CA); !bytes.Equal(before, again) {
+		t.Fatal("a valid RSA set was not reused")
+	}
+	srv, err := certs.ServerTLSConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := certs.ClientTLSConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), cli)
+	if err != nil {
+		t.Fatalf("RSA handshake: %v", err)
+	}
+	c.Close()
+	ec, err := certs.Generate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := certs.ReadCert(ec.CA); c.PublicKeyAlgorithm != x509.ECDSA {
+		t.Fatalf("Generate after GenerateRSA kept a %v CA", c.PublicKeyAlgorithm)
 	}
 }

@@ -11,7 +11,9 @@
 // at them stays valid across restarts; otherwise all six are made anew.
 //
 // EC keys matter: PyKMIP 0.10's TLS 1.2 suite list has no RSA-GCM cipher, so an RSA server certificate fails
-// against Go's default client config, while ECDSA works with both Go and OpenSSL clients.
+// against Go's default client config, while ECDSA works with both Go and OpenSSL clients. (kms.Client adds
+// the CBC suites PyKMIP offers with RSA; [GenerateRSA] makes an RSA PKI to test that.) [ReadKey] and
+// [ReadCert] let tests issue more certificates from the CA, e.g. an expired client certificate.
 //
 // # Not for production
 //

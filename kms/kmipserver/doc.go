@@ -18,6 +18,9 @@
 //   - Revoke: Key Compromise / CA Compromise make the key Compromised, other reasons Deactivated.
 //   - Destroy: deletes a key that is not Active (KMIP requires revoking first).
 //
+// A Username and Password credential in the request header is accepted and ignored: access is decided by
+// the client certificate alone.
+//
 // Create, Register, Locate and Get set the ID placeholder, so later items of the same batch may omit the
 // Unique Identifier (Create + Activate in one message). Any other operation is answered with a failed
 // batch item, Result Reason Operation Not Supported and a Result Message; the connection stays open.
