@@ -378,6 +378,9 @@ func (e *env) storeFiles() []string {
 	e.t.Helper()
 	var out []string
 	err := filepath.Walk(e.storeDir, func(p string, info os.FileInfo, err error) error {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // deleted while we walk: objects go in the background
+		}
 		if err != nil {
 			return err
 		}

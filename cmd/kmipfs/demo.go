@@ -132,7 +132,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 Try, in another shell:
   echo "hello, encrypted world" > %s/hello.txt
   cat %s/hello.txt
-  getfattr -d %s/hello.txt
+  getfattr -n user.kmipfs.key-id -n user.kmipfs.key-name %s/hello.txt
   mkdir %s/b1 && setfattr -n user.kmipfs.key-id -v %s %s/b1
   grep -r "encrypted world" %s || echo "no plaintext in the store"
 
