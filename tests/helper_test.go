@@ -253,7 +253,7 @@ func startMmapper(t *testing.T, path string) *mmapper {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &mmapper{t: t, cmd: cmd, in: in, out: bufio.NewReader(out), errb: newSyncBuffer()}
+	m := &mmapper{t: t, cmd: cmd, in: in, out: bufio.NewReader(out), errb: &syncBuffer{}}
 	cmd.Stderr = m.errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -29,7 +29,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -104,19 +103,6 @@ func kMustRun(t *testing.T, name string, args ...string) string {
 	return out
 }
 
-// kTool returns the path of a command-line tool, skipping (or in CI failing) without it.
-func kTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("KMIPFS_TEST_DISALLOW_SKIP") != "" {
-			t.Fatalf("%s is not installed (make setup installs it)", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
-}
-
 // kConfig writes a kmipfs.toml for the binary: the [kms] section of cfg with template, and store and
 // metadata under dir.
 func kConfig(t *testing.T, dir string, cfg kms.Config, template string, extra string) string {
@@ -145,31 +131,14 @@ func kConfig(t *testing.T, dir string, cfg kms.Config, template string, extra st
 // kProc is a kmipfs process (mount or kms serve) started by a test and stopped at its end.
 type kProc struct {
 	cmd  *exec.Cmd
-	out  *kBuffer
+	out  *syncBuffer
 	done chan struct{}
 	err  error
 }
 
-type kBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *kBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *kBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func kStart(t *testing.T, args ...string) *kProc {
 	t.Helper()
-	p := &kProc{cmd: exec.Command(kmipfsBin, args...), out: &kBuffer{}, done: make(chan struct{})}
+	p := &kProc{cmd: exec.Command(kmipfsBin, args...), out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -236,7 +205,7 @@ func kMounted(mnt string) bool {
 // kSetKeyID sets user.kmipfs.key-id with the setfattr tool, as a user would.
 func kSetKeyID(t *testing.T, path, keyID string) {
 	t.Helper()
-	kMustRun(t, kTool(t, "setfattr"), "-n", "user.kmipfs.key-id", "-v", keyID, path)
+	kMustRun(t, requireTool(t, "setfattr"), "-n", "user.kmipfs.key-id", "-v", keyID, path)
 }
 
 // kTree writes n files of random content (sizes from 0 to about 3 blocks, some large) under dir.
@@ -347,7 +316,7 @@ func testCephFlow(t *testing.T, b *backend) {
 	kTree(t, src, 60)
 	kMustRun(t, "cp", "-a", src, bucket)
 	kSameTree(t, src, filepath.Join(bucket, "src"))
-	getfattr := kTool(t, "getfattr")
+	getfattr := requireTool(t, "getfattr")
 	f := filepath.Join(bucket, "src", "d1", "f0001.bin")
 	if v := kMustRun(t, getfattr, "--absolute-names", "--only-values", "-n", "user.kmipfs.key-name", f); v != "pykmip-mybucketkey" {
 		t.Errorf("user.kmipfs.key-name of a copied file: %q", v)

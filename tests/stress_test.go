@@ -52,7 +52,7 @@ func TestStress(t *testing.T) {
 	outs := make([]*syncBuffer, procs)
 	for w := 0; w < procs; w++ {
 		cmd := helperCmd(t, "stress", root, strconv.Itoa(w), strconv.FormatUint(seed+uint64(w), 10), strconv.Itoa(opsPer))
-		outs[w] = newSyncBuffer()
+		outs[w] = &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = outs[w], outs[w]
 		must(t, cmd.Start())
 		wg.Add(1)
