@@ -128,6 +128,7 @@ func (of *openFile) zeroLocked(ctx context.Context, off, end uint64) error {
 		}
 		of.holes = mergeRanges(append(of.holes, meta.BlockRange{Block: holeStart, Count: holeEnd - holeStart}))
 	}
+	of.account()
 	return nil
 }
 

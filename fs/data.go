@@ -49,6 +49,16 @@ type openFile struct {
 	holes        []meta.BlockRange // punched ranges not yet committed: their committed blocks are gone
 	extents      []meta.Extent     // committed extent map, sorted by Block
 	keyChecked   time.Time         // when checkKey last asked the key service
+	accounted    int               // len(dirty) as last added to FS.dirtyBlocks
+}
+
+// account brings FS.dirtyBlocks up to date with this file's dirty buffer. Every method that adds
+// or drops dirty blocks calls it before it returns; the caller holds mu.
+func (of *openFile) account() {
+	if d := len(of.dirty) - of.accounted; d != 0 {
+		of.fsys.dirtyBlocks.Add(int64(d))
+		of.accounted = len(of.dirty)
+	}
 }
 
 func (of *openFile) hasDirtyLocked() bool {
@@ -211,7 +221,10 @@ func (of *openFile) writeLocked(ctx context.Context, data []byte, off int64) err
 	t := now()
 	of.mtime, of.ctime = t, t
 	of.metaDirty = true
-	if len(of.dirty)*blockSize >= of.fsys.flushBytes {
+	of.account()
+	// Back-pressure: a file flushes when its own buffer is full, and also when the buffers of all
+	// files together pass the mount's bound, so many files written at once cannot exhaust memory.
+	if len(of.dirty)*blockSize >= of.fsys.flushBytes || of.fsys.dirtyBlocks.Load()*blockSize > of.fsys.maxDirty {
 		return of.flushLocked(ctx)
 	}
 	return nil
@@ -293,11 +306,12 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 	}
 	of.gen = gen
 	clear(of.dirty)
+	of.account()
 	of.truncated, of.keepBlocks, of.metaDirty, of.holes = false, 0, false, nil
 	// This data state is the only writer of the file's extent map while it exists, so the map
 	// changes in memory exactly as in meta, without reading it all again.
 	of.extents = meta.ApplyWrite(of.extents, w)
-	of.fsys.deleteObjects(context.WithoutCancel(ctx), freed)
+	of.fsys.gc.enqueue(freed)
 	return nil
 }
 

@@ -192,6 +192,7 @@ func TestSupersededObjectsDeleted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	tf.gc.wait(context.Background()) // superseded objects go in the background
 	var keys []string
 	tf.store.List(context.Background(), "bkt", "", func(i objstore.Info) error { keys = append(keys, i.Key); return nil })
 	if len(keys) != 1 || !strings.HasSuffix(keys[0], "/0000000000000003") {
@@ -223,5 +224,29 @@ func TestTamperedBlockIsAuthError(t *testing.T) {
 	}
 	if errno := tf.toErrno(err, "read"); errno != syscall.EIO {
 		t.Fatalf("errno %v", errno)
+	}
+}
+
+// TestDirtyBoundAcrossFiles: when the dirty blocks of all files pass the mount's bound, the file
+// being written flushes even though its own buffer is below FlushBytes, and the count of dirty
+// blocks follows flushes and releases.
+func TestDirtyBoundAcrossFiles(t *testing.T) {
+	tf := newTestFS(t)
+	tf.maxDirty = 40 * blockSize // FlushBytes is 64 blocks
+	a, b := tf.newFile(t, "a"), tf.newFile(t, "b")
+	a.write(t, 0, make([]byte, 30*blockSize))
+	if got := tf.dirtyBlocks.Load(); got != 30 {
+		t.Fatalf("dirty blocks after 30 written: %d", got)
+	}
+	b.write(t, 0, make([]byte, 20*blockSize)) // 50 > 40: b flushes its 20
+	if len(b.dirty) != 0 || len(a.dirty) != 30 {
+		t.Fatalf("dirty a=%d b=%d, want a=30 b=0", len(a.dirty), len(b.dirty))
+	}
+	if got := tf.dirtyBlocks.Load(); got != 30 {
+		t.Fatalf("dirty blocks after b's flush: %d", got)
+	}
+	tf.releaseFile(context.Background(), a) // the last close stores a's blocks
+	if got := tf.dirtyBlocks.Load(); got != 0 {
+		t.Fatalf("dirty blocks after a's release: %d", got)
 	}
 }

@@ -192,8 +192,9 @@ func (n *node) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 	return 0
 }
 
-// Fsync makes the file's data and metadata durable: objects are durable when Put returns, so
-// what remains is to flush dirty blocks and sync the metadata database.
+// Fsync makes the file's data and metadata durable: it flushes the dirty blocks, makes the
+// store's objects durable (Syncer) and syncs the metadata database. Objects first: a metadata
+// record that survives a power loss must not point at an object that did not.
 func (n *node) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
 	ctx = detach(ctx)
 	if of := n.fsys.lookupOpen(n.ino); of != nil {
@@ -203,6 +204,9 @@ func (n *node) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) sysc
 		if err != nil {
 			return n.fsys.toErrno(err, "fsync", "bucket", of.bucket, "path", n.path())
 		}
+	}
+	if err := n.fsys.syncStore(ctx); err != nil {
+		return n.fsys.toErrno(err, "fsync", "path", n.path())
 	}
 	if err := n.fsys.meta.Sync(); err != nil {
 		return n.fsys.toErrno(err, "fsync", "path", n.path())
@@ -321,6 +325,11 @@ func (f *FS) releaseFile(ctx context.Context, of *openFile) {
 		}
 	}
 	keep := of.hasDirtyLocked() && !unlinked
+	if unlinked {
+		// Nothing can name the file any more: its unstored data is dropped with it.
+		clear(of.dirty)
+		of.account()
+	}
 	of.mu.Unlock()
 
 	f.mu.Lock()
@@ -403,7 +412,7 @@ func (f *FS) releaseOrphan(ctx context.Context, ino meta.Ino) {
 		}
 		return
 	}
-	f.deleteObjects(ctx, freed)
+	f.gc.enqueue(freed)
 	f.mu.Lock()
 	dying := f.dyingBuckets[in.Bucket]
 	f.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -33,7 +34,13 @@ type Config struct {
 	AllowOther bool `toml:"allow_other"`
 	// DefaultPermissions makes the kernel check mode bits (FUSE default_permissions). Default true.
 	DefaultPermissions *bool `toml:"default_permissions"`
+	// MaxDirtyMiB bounds the written data of all files that is not in the store yet; a write that
+	// would pass it flushes its file first (back-pressure). Default 128.
+	MaxDirtyMiB int `toml:"max_dirty_mib"`
 }
+
+// defaultMaxDirtyMiB keeps the daemon well under 300 MiB however many files are written at once.
+const defaultMaxDirtyMiB = 128
 
 // SetDefaults fills in the defaults of unset options.
 func (c *Config) SetDefaults() {
@@ -45,6 +52,9 @@ func (c *Config) SetDefaults() {
 
 // Validate checks the options and names the one that is wrong.
 func (c Config) Validate() error {
+	if c.MaxDirtyMiB < 0 {
+		return fmt.Errorf("fs.max_dirty_mib: expected a positive number of MiB, got %d", c.MaxDirtyMiB)
+	}
 	if strings.ContainsAny(c.DefaultKeyID, "\x00/") {
 		return fmt.Errorf("fs.default_key_id: expected a key id without NUL or '/', got %q", c.DefaultKeyID)
 	}
@@ -63,9 +73,19 @@ type Options struct {
 	// FlushBytes is the size of a file's dirty buffer that triggers a flush to the store while the
 	// file is still being written (default 16 MiB).
 	FlushBytes int
-	// EntryTimeout and AttrTimeout are how long the kernel may cache names and attributes.
+	// EntryTimeout and AttrTimeout are how long the kernel may cache names (also the absence of a
+	// name) and attributes; zero means defaultCacheTTL.
 	EntryTimeout, AttrTimeout time.Duration
 }
+
+// defaultCacheTTL is how long the kernel may cache entries, negative entries and attributes.
+// A passthrough filesystem like gocryptfs must keep this near a second because other programs
+// change its backing directory behind its back. kmipfs owns its metadata: every change reaches it
+// through this mount, and the kernel already updates or drops what it cached for each change it
+// forwards (a write, setattr, setxattr, link, unlink, rename; the parent directory of each).
+// So the kernel may keep what it knows until memory pressure evicts it, saving a LOOKUP and a
+// GETATTR round trip per path component and stat.
+const defaultCacheTTL = time.Hour
 
 // FS is a kmipfs filesystem: the state shared by all nodes of one mount.
 type FS struct {
@@ -76,6 +96,9 @@ type FS struct {
 	cfg         Config
 	log         *slog.Logger
 	flushBytes  int
+	maxDirty    int64
+	// dirtyBlocks counts the dirty blocks of all files, for the mount-wide bound (maxDirty).
+	dirtyBlocks atomic.Int64
 	entryTTL    time.Duration
 	attrTTL     time.Duration
 
@@ -106,6 +129,8 @@ type FS struct {
 	// bgCtx is the context New was given, for background work; the caller cancels it at
 	// unmount.
 	bgCtx context.Context
+	// gc deletes superseded and freed objects in the background.
+	gc *collector
 }
 
 // orphan is an inode whose last name is gone (unlink, a rename over it, or O_TMPFILE) but that
@@ -140,6 +165,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		cfg:          opts.Config,
 		log:          opts.Logger,
 		flushBytes:   opts.FlushBytes,
+		maxDirty:     int64(opts.Config.MaxDirtyMiB) << 20,
 		entryTTL:     opts.EntryTimeout,
 		attrTTL:      opts.AttrTimeout,
 		files:        make(map[meta.Ino]*openFile),
@@ -158,12 +184,16 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	if f.flushBytes <= 0 {
 		f.flushBytes = 16 << 20
 	}
+	if f.maxDirty <= 0 {
+		f.maxDirty = defaultMaxDirtyMiB << 20
+	}
 	if f.entryTTL == 0 {
-		f.entryTTL = time.Second
+		f.entryTTL = defaultCacheTTL
 	}
 	if f.attrTTL == 0 {
-		f.attrTTL = time.Second
+		f.attrTTL = defaultCacheTTL
 	}
+	f.gc = newCollector(f)
 	f.root = &node{fsys: f, ino: meta.RootIno}
 	if err := f.recover(ctx); err != nil {
 		return nil, err
@@ -186,27 +216,8 @@ func (f *FS) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fs: list gc queue: %w", err)
 	}
-	f.deleteObjects(ctx, pending)
+	f.gc.enqueue(pending)
 	return nil
-}
-
-// deleteObjects removes objects that no longer hold live blocks and takes them off the GC queue.
-// Failures are logged and the objects stay queued for the next mount.
-func (f *FS) deleteObjects(ctx context.Context, refs []meta.ObjectRef) {
-	if len(refs) == 0 {
-		return
-	}
-	done := refs[:0:0]
-	for _, r := range refs {
-		if err := f.store.Delete(ctx, r.Bucket, r.Key); err != nil && !errors.Is(err, objstore.ErrBucketNotFound) {
-			f.log.Warn("delete of superseded object failed; it stays queued", "bucket", r.Bucket, "object", r.Key, "err", err)
-			continue
-		}
-		done = append(done, r)
-	}
-	if err := f.meta.DoneGC(ctx, done); err != nil {
-		f.log.Warn("gc queue update failed", "err", err)
-	}
 }
 
 // deleteBucket removes a bucket from the store after rmdir removed it from meta: first the objects
@@ -258,6 +269,7 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 // unmount; it returns the first error but tries every file.
 func (f *FS) FlushAll(ctx context.Context) error {
 	f.bg.Wait()
+	defer f.gc.wait(ctx)
 	f.mu.Lock()
 	files := make([]*openFile, 0, len(f.files))
 	for _, of := range f.files {
@@ -273,10 +285,21 @@ func (f *FS) FlushAll(ctx context.Context) error {
 			first = err
 		}
 	}
+	if err := f.syncStore(ctx); err != nil && first == nil {
+		first = err
+	}
 	if err := f.meta.Sync(); err != nil && first == nil {
 		first = err
 	}
 	return first
+}
+
+// syncStore makes every object stored so far durable, on stores whose Put alone is not.
+func (f *FS) syncStore(ctx context.Context) error {
+	if s, ok := f.store.(objstore.Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
 }
 
 // MountOptions are the FUSE-level settings of a mount.

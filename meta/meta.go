@@ -192,6 +192,9 @@ type DB struct {
 	foldMu        sync.Mutex // serializes folds
 	wg            sync.WaitGroup
 
+	// cache serves Get, Lookup and GetXattr from memory; see readCache.
+	cache *readCache
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -239,7 +242,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("meta: open %q: %w", dir, err)
 	}
-	db := &DB{bdb: bdb, log: logger}
+	db := &DB{bdb: bdb, log: logger, cache: newReadCache(defaultCacheEntries)}
 	if err := db.init(); err != nil {
 		_ = bdb.Close()
 		return nil, fmt.Errorf("meta: open %q: %w", dir, err)

@@ -37,6 +37,13 @@ func validName(name string) error {
 
 // Get returns the inode, orphans included.
 func (db *DB) Get(ctx context.Context, ino Ino) (*Inode, error) {
+	if in, ok := db.cache.inode(ino); ok {
+		if err := db.ready(ctx); err != nil {
+			return nil, fmt.Errorf("meta: get %d: %w", ino, err)
+		}
+		return in, nil
+	}
+	epoch := db.cache.begin()
 	var in *Inode
 	err := db.view(ctx, func(t *badger.Txn) error {
 		var err error
@@ -46,6 +53,7 @@ func (db *DB) Get(ctx context.Context, ino Ino) (*Inode, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meta: get %d: %w", ino, err)
 	}
+	db.cache.fillInode(epoch, in)
 	return in, nil
 }
 
@@ -55,6 +63,18 @@ func (db *DB) Lookup(ctx context.Context, parent Ino, name string) (*Inode, erro
 	if err := validName(name); err != nil {
 		return nil, fmt.Errorf("meta: lookup %q in %d: %w", name, parent, err)
 	}
+	if ino, ok := db.cache.dirent(parent, name); ok {
+		if ino == 0 {
+			return nil, fmt.Errorf("meta: lookup %q in %d: %w", name, parent, ErrNotFound)
+		}
+		if in, ok := db.cache.inode(ino); ok {
+			if err := db.ready(ctx); err != nil {
+				return nil, fmt.Errorf("meta: lookup %q in %d: %w", name, parent, err)
+			}
+			return in, nil
+		}
+	}
+	epoch := db.cache.begin()
 	var in *Inode
 	err := db.view(ctx, func(t *badger.Txn) error {
 		ino, _, err := getDirent(t, parent, name)
@@ -68,6 +88,7 @@ func (db *DB) Lookup(ctx context.Context, parent Ino, name string) (*Inode, erro
 			if !p.IsDir() {
 				return fmt.Errorf("inode %d: %w", parent, ErrNotDir)
 			}
+			db.cache.fillDirent(epoch, parent, name, 0)
 		}
 		if err != nil {
 			return err
@@ -78,6 +99,8 @@ func (db *DB) Lookup(ctx context.Context, parent Ino, name string) (*Inode, erro
 	if err != nil {
 		return nil, fmt.Errorf("meta: lookup %q in %d: %w", name, parent, err)
 	}
+	db.cache.fillDirent(epoch, parent, name, in.Ino)
+	db.cache.fillInode(epoch, in)
 	return in, nil
 }
 

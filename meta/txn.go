@@ -96,8 +96,21 @@ func (db *DB) attempt(ctx context.Context, fn func(*tx) error) error {
 	if err != nil {
 		return err
 	}
+	db.cache.invalidate(x.order)
 	if wroteDelta {
 		db.noteDelta()
+	}
+	return nil
+}
+
+// ready reports why the database cannot serve a request (a done ctx, a closed database), as view
+// would, for answers served from the cache.
+func (db *DB) ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if db.closed.Load() {
+		return ErrClosed
 	}
 	return nil
 }

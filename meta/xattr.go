@@ -33,6 +33,16 @@ func (db *DB) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, error
 	if err := validXattrName(name); err != nil {
 		return nil, wrap(err)
 	}
+	if val, present, ok := db.cache.xattr(ino, name); ok {
+		if err := db.ready(ctx); err != nil {
+			return nil, wrap(err)
+		}
+		if !present {
+			return nil, wrap(ErrNotFound)
+		}
+		return val, nil
+	}
+	epoch := db.cache.begin()
 	var val []byte
 	err := db.view(ctx, func(t *badger.Txn) error {
 		item, err := t.Get(xattrKey(ino, name))
@@ -40,6 +50,7 @@ func (db *DB) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, error
 			if _, err := getInode(t, ino); err != nil {
 				return err
 			}
+			db.cache.fillXattr(epoch, ino, name, nil)
 			return ErrNotFound
 		}
 		if err != nil {
@@ -54,6 +65,7 @@ func (db *DB) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, error
 	if val == nil {
 		val = []byte{}
 	}
+	db.cache.fillXattr(epoch, ino, name, val)
 	return val, nil
 }
 

@@ -49,8 +49,9 @@ type Store interface {
 	// holds an object.
 	DeleteBucket(ctx context.Context, bucket string) error
 	// Put stores data as the object key, atomically (a reader sees the old object, none, or all of the new one,
-	// never a part) and durably (local: fsync'd before it returns). It replaces an existing object. It does not
-	// retain data. ErrBucketNotFound if the bucket does not exist.
+	// never a part). When Put returns the object survives a crash of the calling process; it survives a power
+	// loss once Put returns on a Store that does not implement Syncer, or once a later Syncer.Sync returns. It
+	// replaces an existing object. It does not retain data. ErrBucketNotFound if the bucket does not exist.
 	Put(ctx context.Context, bucket, key string, data []byte) error
 	// Get returns length bytes of the object starting at off; length < 0 means to the end. If the object ends
 	// before off+length, Get returns the bytes that exist (possibly none) and no error: callers detect truncation
@@ -68,6 +69,14 @@ type Store interface {
 	// can start with lists nothing. Objects put or deleted during the walk may or may not be seen. fn may call
 	// other methods of the Store.
 	List(ctx context.Context, bucket, prefix string, fn func(Info) error) error
+}
+
+// Syncer is an optional ability of a Store (found by type assertion) whose Put is not durable against a power
+// loss by itself. A filesystem calls Sync when an application asks for durability (fsync), instead of paying for
+// it on every Put: that is the difference between an untar that takes seconds and one that takes minutes.
+type Syncer interface {
+	// Sync makes every object whose Put returned before the call durable.
+	Sync(ctx context.Context) error
 }
 
 // BucketLister is an optional ability of a Store (found by type assertion): the names of all buckets, sorted.

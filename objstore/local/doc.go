@@ -16,9 +16,12 @@
 // # Atomicity and durability
 //
 // Put writes the object to a new temporary file in root/.tmp (the same file system as the buckets, so that rename
-// is atomic), fsyncs it, renames it into place, and then fsyncs the directory that now holds the new name, and the
-// parent of every directory it had to create, before it returns. A reader therefore sees the old object or the new
-// one, never a part, and a Put that returned nil survives a power loss. A Put that fails at any point (a full disk,
+// is atomic) and renames it into place. A reader therefore sees the old object or the new one, never a part, and
+// a Put that returned nil survives a crash of the process (the data is in the kernel). It survives a power loss
+// once Sync returns: Sync is one syncfs(2) of root's file system, which writes back every Put before it at the
+// cost of one journal commit. With Options.SyncEachPut, Put instead fsyncs the temporary file before the rename
+// and then the directory that holds the new name, and the parent of every directory it had to create, so each
+// Put alone survives a power loss (at two or more fsyncs per Put). A Put that fails at any point (a full disk,
 // the bucket removed under it, a cancelled ctx) removes its temporary file and leaves the old object, if any, in
 // place. Get opens the file once and reads the range with ReadAt, so it reads a consistent object even while a Put
 // replaces it, and never reads more of the file than asked.

@@ -16,12 +16,15 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kmipfs/kmipfs/objstore"
 )
 
 var (
 	_ objstore.Store        = (*Store)(nil)
 	_ objstore.BucketLister = (*Store)(nil)
+	_ objstore.Syncer       = (*Store)(nil)
 )
 
 const (
@@ -39,6 +42,10 @@ type Options struct {
 	// Logger receives the few events that are not returned as errors: stale temporary files removed at New, and
 	// best-effort clean-ups that failed. Nil discards them.
 	Logger *slog.Logger
+	// SyncEachPut makes every Put fsync the object and its directory before it returns, so that each Put alone
+	// survives a power loss. Off, Put is durable against a crash of the process only, and Sync makes everything
+	// put so far durable with one syncfs(2): what a filesystem needs, since POSIX asks for durability at fsync.
+	SyncEachPut bool
 }
 
 // Store is an objstore.Store on a local directory tree. See the package documentation for the layout.
@@ -47,6 +54,7 @@ type Store struct {
 	tmp        string
 	tmpPattern string
 	log        *slog.Logger
+	syncEach   bool
 
 	// dirMu orders the creation of key directories against their removal: Put holds it shared around mkdir and
 	// rename, Delete and DeleteBucket hold it exclusively while they remove empty directories.
@@ -76,6 +84,7 @@ func New(root string, opts Options) (*Store, error) {
 		tmp:        filepath.Join(abs, tmpDirName),
 		tmpPattern: tmpPrefix + strconv.Itoa(os.Getpid()) + "-*",
 		log:        log,
+		syncEach:   opts.SyncEachPut,
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, wrapErr("open local store", abs, err)
@@ -356,7 +365,7 @@ func (s *Store) Put(ctx context.Context, bucket, key string, data []byte) error 
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("objstore: put %q: %w", name, err)
 	}
-	dirs, err := s.link(bdir, key, tmp)
+	dirs, err := s.link(bdir, key, tmp, s.syncEach)
 	if err != nil {
 		return wrapErr("put", name, err)
 	}
@@ -376,14 +385,33 @@ func (s *Store) Put(ctx context.Context, bucket, key string, data []byte) error 
 	return nil
 }
 
-// writeTemp writes data to a new temporary file, fsyncs and closes it, and returns its path.
+// Sync implements objstore.Syncer with one syncfs(2) of the file system that holds root: it writes back every
+// object, temporary file and directory entry of every Put that returned before, whatever the bucket. On ext4 that
+// is one journal commit however many objects are waiting.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("objstore: sync: %w", err)
+	}
+	d, err := os.Open(s.root)
+	if err != nil {
+		return wrapErr("sync", s.root, err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return wrapErr("sync", s.root, &fs.PathError{Op: "syncfs", Path: s.root, Err: err})
+	}
+	return nil
+}
+
+// writeTemp writes data to a new temporary file, fsyncs it if every Put is to be durable, closes it, and
+// returns its path.
 func (s *Store) writeTemp(data []byte) (string, error) {
 	f, err := os.CreateTemp(s.tmp, s.tmpPattern) // mode 0600
 	if err != nil {
 		return "", err
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && s.syncEach {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -405,9 +433,9 @@ func (s *Store) removeTemp(path string) {
 }
 
 // link renames the temporary file tmp to the object key in the bucket directory bdir, creating the key's
-// directories as needed. It returns the directories to fsync, already open, so that the caller can sync them
-// without holding dirMu (an open directory can be synced even if it is removed meanwhile).
-func (s *Store) link(bdir, key, tmp string) ([]*os.File, error) {
+// directories as needed. If wantDirs, it returns the directories to fsync, already open, so that the caller can
+// sync them without holding dirMu (an open directory can be synced even if it is removed meanwhile).
+func (s *Store) link(bdir, key, tmp string, wantDirs bool) ([]*os.File, error) {
 	s.dirMu.RLock()
 	defer s.dirMu.RUnlock()
 
@@ -432,6 +460,9 @@ func (s *Store) link(bdir, key, tmp string) ([]*os.File, error) {
 		return nil, errCollision
 	case err != nil:
 		return nil, err
+	}
+	if !wantDirs {
+		return nil, nil
 	}
 
 	// The new name must be durable in its directory, and every directory created for it in its parent.
