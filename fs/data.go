@@ -119,8 +119,9 @@ func (of *openFile) committedLimit(b uint64) uint64 {
 
 // loadBlock returns a fresh copy of the committed plaintext of block b (zeros for a hole).
 func (of *openFile) loadBlock(ctx context.Context, b uint64) ([]byte, error) {
-	buf := make([]byte, blockSize)
+	buf := getBlock()
 	if err := of.readCommitted(ctx, b, 1, buf); err != nil {
+		putBlock(buf)
 		return nil, err
 	}
 	return buf, nil
@@ -203,7 +204,7 @@ func (of *openFile) writeLocked(ctx context.Context, data []byte, off int64) err
 		blk, ok := of.dirty[b]
 		if !ok {
 			if boff == 0 && n == blockSize {
-				blk = make([]byte, blockSize)
+				blk = getBlock()
 			} else {
 				var err error
 				if blk, err = of.loadBlock(ctx, b); err != nil {
@@ -282,7 +283,9 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 	if len(blocks) > 0 {
 		object = objectKey(of.fileID, gen)
 		sealed := of.seal(blocks, gen)
-		if err := of.fsys.store.Put(ctx, of.bucket, object, sealed); err != nil {
+		err := of.fsys.store.Put(ctx, of.bucket, object, sealed)
+		putSealed(sealed) // a Store does not retain data
+		if err != nil {
 			return fmt.Errorf("put object %s: %w", object, err)
 		}
 	}
@@ -305,6 +308,9 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 		return fmt.Errorf("commit write: %w", err)
 	}
 	of.gen = gen
+	for _, blk := range of.dirty {
+		putBlock(blk)
+	}
 	clear(of.dirty)
 	of.account()
 	of.truncated, of.keepBlocks, of.metaDirty, of.holes = false, 0, false, nil
@@ -318,7 +324,7 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 // seal encrypts the given dirty blocks into one object body, slot i holding blocks[i], spreading
 // the work over the available cores.
 func (of *openFile) seal(blocks []uint64, gen uint64) []byte {
-	out := make([]byte, len(blocks)*crypt.CipherBS)
+	out := getSealed(len(blocks) * crypt.CipherBS)
 	workers := min(runtime.GOMAXPROCS(0), (len(blocks)+63)/64)
 	if workers <= 1 {
 		for i, b := range blocks {
