@@ -285,13 +285,19 @@ func (f *FS) FlushAll(ctx context.Context) error {
 			first = err
 		}
 	}
-	if err := f.syncStore(ctx); err != nil && first == nil {
-		first = err
-	}
-	if err := f.meta.Sync(); err != nil && first == nil {
+	if err := f.syncAll(ctx); err != nil && first == nil {
 		first = err
 	}
 	return first
+}
+
+// syncAll makes everything stored and committed so far durable: the store's objects and the
+// metadata database, synced concurrently.
+func (f *FS) syncAll(ctx context.Context) error {
+	metaErr := make(chan error, 1)
+	go func() { metaErr <- f.meta.Sync() }()
+	storeErr := f.syncStore(ctx)
+	return errors.Join(storeErr, <-metaErr)
 }
 
 // syncStore makes every object stored so far durable, on stores whose Put alone is not.

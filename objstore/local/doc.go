@@ -18,8 +18,9 @@
 // Put writes the object to a new temporary file in root/.tmp (the same file system as the buckets, so that rename
 // is atomic) and renames it into place. A reader therefore sees the old object or the new one, never a part, and
 // a Put that returned nil survives a crash of the process (the data is in the kernel). It survives a power loss
-// once Sync returns: Sync is one syncfs(2) of root's file system, which writes back every Put before it at the
-// cost of one journal commit. With Options.SyncEachPut, Put instead fsyncs the temporary file before the rename
+// once Sync returns: Sync fsyncs the objects put since the last Sync and the directories that got entries for them
+// (files first, so that on a journaling file system one commit covers the lot), or, when more than a few dozen are
+// waiting, writes back the whole file system with one syncfs(2). With Options.SyncEachPut, Put instead fsyncs the temporary file before the rename
 // and then the directory that holds the new name, and the parent of every directory it had to create, so each
 // Put alone survives a power loss (at two or more fsyncs per Put). A Put that fails at any point (a full disk,
 // the bucket removed under it, a cancelled ctx) removes its temporary file and leaves the old object, if any, in

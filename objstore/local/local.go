@@ -56,6 +56,13 @@ type Store struct {
 	log        *slog.Logger
 	syncEach   bool
 
+	// pending holds the objects and directories changed by Puts since the last Sync (without SyncEachPut).
+	pendMu   sync.Mutex
+	pending  map[string]struct{}
+	overflow bool // pending overflowed maxPending since the last Sync
+	// syncMu serializes Syncs.
+	syncMu sync.Mutex
+
 	// dirMu orders the creation of key directories against their removal: Put holds it shared around mkdir and
 	// rename, Delete and DeleteBucket hold it exclusively while they remove empty directories.
 	dirMu sync.RWMutex
@@ -85,6 +92,7 @@ func New(root string, opts Options) (*Store, error) {
 		tmpPattern: tmpPrefix + strconv.Itoa(os.Getpid()) + "-*",
 		log:        log,
 		syncEach:   opts.SyncEachPut,
+		pending:    make(map[string]struct{}),
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, wrapErr("open local store", abs, err)
@@ -365,33 +373,99 @@ func (s *Store) Put(ctx context.Context, bucket, key string, data []byte) error 
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("objstore: put %q: %w", name, err)
 	}
-	dirs, err := s.link(bdir, key, tmp, s.syncEach)
+	dirs, err := s.link(bdir, key, tmp)
 	if err != nil {
 		return wrapErr("put", name, err)
 	}
 	renamed = true
-	var syncErr error
-	for _, d := range dirs {
-		if err := d.Sync(); err != nil && syncErr == nil {
-			syncErr = err
+	if !s.syncEach {
+		s.pendMu.Lock()
+		if len(s.pending) >= maxPending {
+			// Too many to track: the next Sync writes back the whole file system instead.
+			clear(s.pending)
+			s.overflow = true
 		}
-		if err := d.Close(); err != nil && syncErr == nil {
-			syncErr = err
+		if !s.overflow {
+			s.pending[s.objPath(bucket, key)] = struct{}{}
+			for _, d := range dirs {
+				s.pending[d] = struct{}{}
+			}
 		}
+		s.pendMu.Unlock()
+		return nil
 	}
-	if syncErr != nil {
-		return wrapErr("put", name, syncErr)
+	for _, d := range dirs {
+		if err := fsyncPath(d); err != nil {
+			return wrapErr("put", name, err)
+		}
 	}
 	return nil
 }
 
-// Sync implements objstore.Syncer with one syncfs(2) of the file system that holds root: it writes back every
-// object, temporary file and directory entry of every Put that returned before, whatever the bucket. On ext4 that
-// is one journal commit however many objects are waiting.
+// fsyncPath fsyncs a file or directory by path. A path that is gone needs no sync: a concurrent
+// Delete or DeleteBucket removed it, and what it held with it.
+func fsyncPath(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncfsThreshold is the number of waiting paths above which Sync writes back the whole file system with one
+// syncfs(2) instead of one fsync(2) per path: after an untar, thousands of fsyncs would take seconds, while
+// syncfs also walks every other dirty inode of the file system, which costs more than a few fsyncs.
+const syncfsThreshold = 64
+
+// maxPending bounds the paths remembered for Sync, so that writing millions of objects without a Sync does not
+// grow memory without bound.
+const maxPending = 8192
+
+// Sync implements objstore.Syncer: it fsyncs every object written by a Put that returned before the call, and the
+// directories that got new entries for them, or syncfs's the file system when many are waiting. Syncs are
+// serialized, so a Sync that finds nothing waiting returns only after an earlier Sync that took the paths has
+// made them durable.
 func (s *Store) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("objstore: sync: %w", err)
 	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.pendMu.Lock()
+	paths := make([]string, 0, len(s.pending))
+	for p := range s.pending {
+		paths = append(paths, p)
+	}
+	clear(s.pending)
+	overflow := s.overflow
+	s.overflow = false
+	s.pendMu.Unlock()
+	if len(paths) == 0 && !overflow {
+		return nil
+	}
+	if !overflow && len(paths) <= syncfsThreshold {
+		// Files before directories: on a journaling file system the first fsync commits the directory
+		// entries too, and the directory fsyncs that follow find nothing left to do.
+		slices.SortFunc(paths, func(a, b string) int { return strings.Compare(b, a) })
+		for _, p := range paths {
+			if err := fsyncPath(p); err != nil {
+				return wrapErr("sync", p, err)
+			}
+		}
+		return nil
+	}
+	return s.syncfs()
+}
+
+// syncfs writes back the whole file system that holds root.
+func (s *Store) syncfs() error {
 	d, err := os.Open(s.root)
 	if err != nil {
 		return wrapErr("sync", s.root, err)
@@ -433,9 +507,9 @@ func (s *Store) removeTemp(path string) {
 }
 
 // link renames the temporary file tmp to the object key in the bucket directory bdir, creating the key's
-// directories as needed. If wantDirs, it returns the directories to fsync, already open, so that the caller can
-// sync them without holding dirMu (an open directory can be synced even if it is removed meanwhile).
-func (s *Store) link(bdir, key, tmp string, wantDirs bool) ([]*os.File, error) {
+// directories as needed. It returns the directories that got new entries, to fsync when the object is to be
+// durable.
+func (s *Store) link(bdir, key, tmp string) ([]string, error) {
 	s.dirMu.RLock()
 	defer s.dirMu.RUnlock()
 
@@ -461,9 +535,6 @@ func (s *Store) link(bdir, key, tmp string, wantDirs bool) ([]*os.File, error) {
 	case err != nil:
 		return nil, err
 	}
-	if !wantDirs {
-		return nil, nil
-	}
 
 	// The new name must be durable in its directory, and every directory created for it in its parent.
 	// The directories created are firstNew down to parent, so the set to sync is parent up to firstNew's parent.
@@ -477,18 +548,7 @@ func (s *Store) link(bdir, key, tmp string, wantDirs bool) ([]*os.File, error) {
 			}
 		}
 	}
-	dirs := make([]*os.File, 0, len(toSync))
-	for _, d := range toSync {
-		f, err := os.Open(d)
-		if err != nil {
-			for _, f := range dirs {
-				f.Close()
-			}
-			return nil, err
-		}
-		dirs = append(dirs, f)
-	}
-	return dirs, nil
+	return toSync, nil
 }
 
 // mkdirs creates the directories of key below the bucket directory bdir, one by one so that it never recreates
