@@ -280,9 +280,13 @@ func (f *FS) openData(ctx context.Context, ino meta.Ino, c *crypt.Cipher, path s
 	if err != nil {
 		return nil, err
 	}
-	extents, err := f.meta.Extents(ctx, ino)
-	if err != nil {
-		return nil, err
+	var extents []meta.Extent
+	if in.Gen > 0 {
+		// Every extent is made by a committed write, which raises Gen; a file that was never
+		// flushed (a new one, above all) has none, and opening it skips the Badger scan.
+		if extents, err = f.meta.Extents(ctx, ino); err != nil {
+			return nil, err
+		}
 	}
 	return &openFile{
 		fsys:       f,
