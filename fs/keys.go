@@ -89,6 +89,24 @@ func (f *FS) unwrap(ctx context.Context, in *meta.Inode) ([]byte, error) {
 	return dek, nil
 }
 
+// forgetter is implemented by a SecretSource that caches (kms.Cache).
+type forgetter interface{ Forget(name string) }
+
+// namedSecret fetches the secret of a key that a person just named in setfattr. A remembered
+// "not found" is not trusted: the key may have been created in KMIP a moment ago, after an
+// earlier attempt failed, and making the person wait out the cache's negative TTL would look
+// like kmipfs not seeing the new key.
+func (f *FS) namedSecret(ctx context.Context, keyName string) ([]byte, error) {
+	kek, err := f.keys.Secret(ctx, keyName)
+	if errors.Is(err, kms.ErrKeyNotFound) {
+		if fg, ok := f.keys.(forgetter); ok {
+			fg.Forget(keyName)
+			kek, err = f.keys.Secret(ctx, keyName)
+		}
+	}
+	return kek, err
+}
+
 // rewrap re-wraps the data key of file in under the KMIP secret keyName. The data is untouched:
 // only the wrapped key in meta changes.
 func (f *FS) rewrap(ctx context.Context, in *meta.Inode, keyID, keyName string) error {
@@ -97,7 +115,7 @@ func (f *FS) rewrap(ctx context.Context, in *meta.Inode, keyID, keyName string) 
 		return err
 	}
 	defer crypt.Zero(dek)
-	kek, err := f.keys.Secret(ctx, keyName)
+	kek, err := f.namedSecret(ctx, keyName)
 	if err != nil {
 		return err
 	}

@@ -199,7 +199,7 @@ func (n *node) setKeyID(ctx context.Context, keyID string, flags uint32) syscall
 		return 0
 	}
 	// A directory: check that the key exists before recording it.
-	kek, err := n.fsys.keys.Secret(ctx, keyName)
+	kek, err := n.fsys.namedSecret(ctx, keyName)
 	if err != nil {
 		return n.fsys.toErrno(err, "setxattr", attrs...)
 	}
