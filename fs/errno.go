@@ -32,12 +32,9 @@ func (f *FS) toErrno(err error, op string, attrs ...any) syscall.Errno {
 		return 0
 	}
 	var ee *errnoError
-	var errno syscall.Errno
 	switch {
 	case errors.As(err, &ee):
 		return ee.errno
-	case errors.As(err, &errno):
-		return errno
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.Is(err, context.DeadlineExceeded):
@@ -60,6 +57,9 @@ func (f *FS) toErrno(err error, op string, attrs ...any) syscall.Errno {
 	case errors.Is(err, objstore.ErrNoSpace):
 		f.log.Error("object store is full", append([]any{"op", op, "err", err}, attrs...)...)
 		return syscall.ENOSPC
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		f.log.Error("no space for the metadata database", append([]any{"op", op, "err", err}, attrs...)...)
+		return syscall.ENOSPC
 	case errors.Is(err, kms.ErrKeyNotFound):
 		f.log.Warn("key not found in KMIP", append([]any{"op", op, "err", err}, attrs...)...)
 		return syscall.ENOKEY
@@ -77,7 +77,12 @@ func (f *FS) toErrno(err error, op string, attrs ...any) syscall.Errno {
 	case errors.Is(err, kms.ErrUnavailable):
 		f.log.Error("KMIP server unavailable", append([]any{"op", op, "err", err}, attrs...)...)
 		return syscall.EIO
+	case errors.Is(err, meta.ErrNameTooLong):
+		return syscall.ENAMETOOLONG
 	}
+	// Any other errno in the chain comes from the store or the database (EACCES on the store
+	// directory, EROFS, a disk's EIO): to the application that is an I/O error of the
+	// filesystem, not a permission problem of its own, and a person must see it.
 	f.log.Error("I/O error", append([]any{"op", op, "err", err}, attrs...)...)
 	return syscall.EIO
 }

@@ -378,10 +378,25 @@ func (n *node) OnForget() {
 		return
 	}
 	o.forgotten = true
-	open := f.files[n.ino] != nil
+	var kept *openFile
+	of := f.files[n.ino]
+	if of != nil && of.refs == 0 {
+		// Not open: the data state stayed only because the store refused its last flush (see
+		// releaseFile). Nothing names the file any more, so that data has no reader; drop it, or
+		// the inode and the space it holds would never be released.
+		delete(f.files, n.ino)
+		kept, of = of, nil
+	}
 	f.mu.Unlock()
-	if open {
+	if of != nil {
 		return // the last release does it
+	}
+	if kept != nil {
+		kept.mu.Lock()
+		clear(kept.dirty)
+		kept.account()
+		kept.mu.Unlock()
+		kept.cipher.Destroy()
 	}
 	f.bg.Add(1)
 	go func() {
