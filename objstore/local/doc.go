@@ -4,6 +4,8 @@
 // # Layout
 //
 //	root/                  created 0700 if missing
+//	root/.kmipfs-store     marker: "kmipfs local object store, layout 1"; New writes it into an empty root and
+//	                       refuses (ErrForeignRoot) a root that holds other files and no marker
 //	root/.tmp/             temporary files of Puts in flight; never a bucket (".tmp" is not a valid bucket name)
 //	root/<bucket>/         one directory per bucket, 0700
 //	root/<bucket>/a/b      the object with key "a/b", 0600; key segments become subdirectories, 0700

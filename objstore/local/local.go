@@ -35,7 +35,16 @@ const (
 	tmpPrefix = "put-"
 	// maxSegment is the longest file name Linux file systems take (NAME_MAX).
 	maxSegment = 255
+	// markerName is the file in root that says the directory is a kmipfs local store, and of which
+	// layout version. Like tmpDirName it cannot clash with a bucket.
+	markerName = ".kmipfs-store"
+	// markerText is its content: layout 1 is the one this package documents.
+	markerText = "kmipfs local object store, layout 1\n"
 )
+
+// ErrForeignRoot is returned by New for a root directory that holds files but is not a kmipfs store: kmipfs
+// never writes into, or serves as buckets, folders it did not make.
+var ErrForeignRoot = errors.New("objstore: not a kmipfs object store")
 
 // Options configures a Store.
 type Options struct {
@@ -97,6 +106,9 @@ func New(root string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, wrapErr("open local store", abs, err)
 	}
+	if err := claimRoot(abs); err != nil {
+		return nil, fmt.Errorf("objstore: open local store %q: %w", abs, err)
+	}
 	if err := os.Mkdir(s.tmp, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, wrapErr("open local store", abs, err)
 	}
@@ -109,6 +121,48 @@ func New(root string, opts Options) (*Store, error) {
 		return nil, wrapErr("open local store", abs, err)
 	}
 	return s, nil
+}
+
+// claimRoot checks that root is a kmipfs store, or empty, and writes the marker into an empty root. A root
+// that has the temporary directory but no marker was made by an earlier kmipfs and gets the marker.
+func claimRoot(root string) error {
+	marker := filepath.Join(root, markerName)
+	b, err := os.ReadFile(marker)
+	switch {
+	case err == nil && string(b) == markerText:
+		return nil
+	case err == nil:
+		return fmt.Errorf("%w: %s says %q; this kmipfs knows %q", ErrForeignRoot, marker,
+			strings.TrimSpace(string(b)), strings.TrimSpace(markerText))
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return err
+	}
+	ours, seen := true, 0
+	for _, e := range entries {
+		switch {
+		case e.Name() == tmpDirName && e.IsDir():
+			ours, seen = true, -len(entries) // made by an earlier kmipfs
+		case e.Name() == "lost+found":
+			// the root of a file system of its own
+		default:
+			seen++
+		}
+	}
+	if seen > 0 {
+		ours = false
+	}
+	if !ours {
+		return fmt.Errorf("%w: the directory holds %d entries (%s, ...) and no %s; point the store at an empty or new directory",
+			ErrForeignRoot, len(entries), entries[0].Name(), markerName)
+	}
+	if err := os.WriteFile(marker, []byte(markerText), 0o600); err != nil {
+		return err
+	}
+	return syncDir(root)
 }
 
 // cleanTemp removes the temporary files of dead processes.

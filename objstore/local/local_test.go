@@ -460,3 +460,32 @@ func TestSyncMakesPutsDurable(t *testing.T) {
 		t.Fatalf("%d paths wait after the overflow Sync", n)
 	}
 }
+
+// TestNewRefusesForeignRoot: a folder with someone else's files is not taken over, and nothing is
+// written into it; an empty one, one with only lost+found, and one made by an earlier kmipfs are.
+func TestNewRefusesForeignRoot(t *testing.T) {
+	foreign := t.TempDir()
+	if err := os.WriteFile(filepath.Join(foreign, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := local.New(foreign, local.Options{}); !errors.Is(err, local.ErrForeignRoot) {
+		t.Fatalf("New on a foreign folder: %v", err)
+	}
+	if entries, _ := os.ReadDir(foreign); len(entries) != 1 {
+		t.Fatalf("New wrote into a foreign folder: %d entries", len(entries))
+	}
+	for _, pre := range [][]string{nil, {"lost+found"}, {".tmp"}} {
+		root := t.TempDir()
+		for _, d := range pre {
+			if err := os.Mkdir(filepath.Join(root, d), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := local.New(root, local.Options{}); err != nil {
+			t.Fatalf("New on a root holding %v: %v", pre, err)
+		}
+		if _, err := local.New(root, local.Options{}); err != nil {
+			t.Fatalf("second New on a root holding %v: %v", pre, err)
+		}
+	}
+}
