@@ -398,11 +398,7 @@ func (n *node) OnForget() {
 		kept.mu.Unlock()
 		kept.cipher.Destroy()
 	}
-	f.bg.Add(1)
-	go func() {
-		defer f.bg.Done()
-		f.releaseOrphan(f.bgCtx, n.ino)
-	}()
+	f.releaser.enqueue(n.ino)
 }
 
 // releaseOrphan deletes an unlinked inode and its objects unless it is open again.

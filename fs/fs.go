@@ -124,8 +124,8 @@ type FS struct {
 	// orphans are inodes whose last name went while the kernel may still use them (see
 	// orphan). Protected by mu.
 	orphans map[meta.Ino]*orphan
-	// bg counts background releases of forgotten orphans; FlushAll waits for them.
-	bg sync.WaitGroup
+	// releaser frees forgotten orphans in the background, one at a time; FlushAll waits for it.
+	releaser *releaser
 	// bgCtx is the context New was given, for background work; the caller cancels it at
 	// unmount.
 	bgCtx context.Context
@@ -194,6 +194,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		f.attrTTL = defaultCacheTTL
 	}
 	f.gc = newCollector(f)
+	f.releaser = newReleaser(f)
 	f.root = &node{fsys: f, ino: meta.RootIno}
 	if err := f.recover(ctx); err != nil {
 		return nil, err
@@ -268,7 +269,7 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 // FlushAll writes every file's dirty data to the store and syncs the metadata. It is called before
 // unmount; it returns the first error but tries every file.
 func (f *FS) FlushAll(ctx context.Context) error {
-	f.bg.Wait()
+	f.releaser.wait(ctx)
 	defer f.gc.wait(ctx)
 	f.mu.Lock()
 	files := make([]*openFile, 0, len(f.files))

@@ -74,6 +74,62 @@ func (c *collector) wait(ctx context.Context) {
 	}
 }
 
+// releaser frees unlinked inodes that the kernel has forgotten (releaseOrphan), in the
+// background and one at a time: an rm -rf of a tree forgets thousands at once, and releasing each
+// in a goroutine of its own made the unlinks still to come wait behind a crowd of transactions.
+type releaser struct {
+	f       *FS
+	mu      sync.Mutex
+	pending []meta.Ino
+	running bool
+	idle    chan struct{} // closed when the worker stops
+}
+
+func newReleaser(f *FS) *releaser {
+	r := &releaser{f: f, idle: make(chan struct{})}
+	close(r.idle)
+	return r
+}
+
+func (r *releaser) enqueue(ino meta.Ino) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = append(r.pending, ino)
+	if r.running {
+		return
+	}
+	r.running = true
+	r.idle = make(chan struct{})
+	go r.work(r.idle)
+}
+
+func (r *releaser) work(idle chan struct{}) {
+	defer close(idle)
+	for {
+		r.mu.Lock()
+		if len(r.pending) == 0 {
+			r.running = false
+			r.mu.Unlock()
+			return
+		}
+		ino := r.pending[0]
+		r.pending = r.pending[1:]
+		r.mu.Unlock()
+		r.f.releaseOrphan(r.f.bgCtx, ino)
+	}
+}
+
+// wait returns when every inode enqueued before the call has been released, or ctx ends.
+func (r *releaser) wait(ctx context.Context) {
+	r.mu.Lock()
+	idle := r.idle
+	r.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
+}
+
 // deleteObjects removes objects from the store and takes them off the GC queue. Failures are
 // logged and the objects stay queued for the next mount.
 func (f *FS) deleteObjects(ctx context.Context, refs []meta.ObjectRef) {
