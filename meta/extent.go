@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -277,9 +278,10 @@ func normalize(exts []Extent) []Extent {
 // ApplyWrite returns the extent map exts (sorted and non-overlapping, as Extents returns it)
 // changed by w the way CommitWrite changes the stored map. A caller that holds a file's map in
 // memory and is its only writer (fs, while the file is open) keeps it up to date with this
-// instead of reading the whole map again after every commit. exts is not modified.
+// instead of reading the whole map again after every commit. ApplyWrite may change exts in place
+// (a write into a fragmented map then costs no copy of it): use only the result.
 func ApplyWrite(exts []Extent, w Write) []Extent {
-	cur := append([]Extent(nil), exts...)
+	cur := exts
 	slots := w.slots()
 	if w.Compact {
 		slots = stillSealed(slots, cur)
@@ -298,7 +300,23 @@ func ApplyWrite(exts []Extent, w Write) []Extent {
 		return cur
 	}
 	rs := runs(w.Object, slots)
-	return normalize(append(punch(cur, rs), rs...))
+	// Only the extents from the one before the first run to the one after the last can change
+	// (split, trimmed, replaced or merged with a neighbour); the rest of a fragmented map, often
+	// thousands of extents, is copied as it is. A flush of one block then costs O(log n) plus one
+	// copy, not a sort of the whole map.
+	start, end := rs[0].Block, rs[0].Block+rs[0].Count
+	for _, r := range rs[1:] {
+		start, end = min(start, r.Block), max(end, r.Block+r.Count)
+	}
+	lo := sort.Search(len(cur), func(i int) bool { return cur[i].Block+cur[i].Count >= start })
+	lo = max(lo-1, 0)
+	hi := sort.Search(len(cur), func(i int) bool { return cur[i].Block > end })
+	hi = min(hi+1, len(cur))
+	if lo > hi {
+		lo = hi
+	}
+	window := normalize(append(punch(cur[lo:hi], rs), rs...))
+	return slices.Replace(cur, lo, hi, window...)
 }
 
 // CommitWrite applies w to the file's extent map in one transaction together
