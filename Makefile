@@ -6,7 +6,7 @@ FUZZTIME ?= 20s
 DEMODIR  ?= kmipfs-demo
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all setup build demo test test-integration fsx-long fuzz bench bench-fs lint tidy-check ci clean
+.PHONY: all setup build demo test test-integration fsx-long crash-long fuzz bench bench-fs lint tidy-check ci clean
 
 all: build
 
@@ -26,6 +26,7 @@ setup:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	$(GO) mod download
+	@$(MAKE) --no-print-directory setup-s3
 
 build:
 	$(GO) build ./...
@@ -50,6 +51,26 @@ FSX_OPS ?= 100000
 fsx-long: build
 	KMIPFS_BIN=$(CURDIR)/$(BIN) KMIPFS_OPS=$(FSX_OPS) $(GO) test -count=1 -timeout 60m -run 'TestRandomOps$$' -v ./tests/ | tail -20
 
+# S3: versitygw (one Go binary, a real S3 server on loopback) for the objstore/s3 tests and for the
+# mounted tests with KMIPFS_TEST_STORE=s3 (docs/S3.md). setup-s3 installs it once into $(VERSITYGW)'s
+# directory; test-s3 runs the S3 backend's tests and then every mounted test against versitygw.
+.PHONY: setup-s3 test-s3
+VERSITYGW ?= $(shell $(GO) env GOPATH)/bin/versitygw
+setup-s3:
+	@test -x $(VERSITYGW) || { echo "installing versitygw into $(dir $(VERSITYGW))"; \
+		GOBIN=$(dir $(VERSITYGW)) $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0; }
+
+test-s3: build setup-s3
+	KMIPFS_VERSITYGW=$(VERSITYGW) $(GO) test -race -count=1 ./objstore/s3/...
+	KMIPFS_VERSITYGW=$(VERSITYGW) KMIPFS_TEST_STORE=s3 KMIPFS_BIN=$(CURDIR)/$(BIN) \
+		$(GO) test -count=1 -p 1 -timeout 20m ./tests/...
+	@if grep -q ' fuse.kmipfs' /proc/mounts; then echo "leftover kmipfs mounts:"; grep ' fuse.kmipfs' /proc/mounts; exit 1; fi
+
+# crash-long runs the kill -9 crash test for $(CRASH_CYCLES) kill/remount cycles (CI runs 3).
+CRASH_CYCLES ?= 50
+crash-long: build
+	KMIPFS_BIN=$(CURDIR)/$(BIN) KMIPFS_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -p 1 -timeout 30m -run '^TestCrash$$' -v ./tests/ | tail -20
+
 fuzz:
 	@for pkg in $(PKGS); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
@@ -57,15 +78,18 @@ fuzz:
 		done; \
 	done
 
-# bench runs the Go benchmarks (crypt, objstore), then the filesystem workload side by side on the
-# plain disk, go-fuse loopback, gocryptfs and kmipfs (bench/bench.sh; needs root).
+# bench runs the Go benchmarks, then bench-fs: the filesystem workload side by side on the plain
+# disk, go-fuse loopback, gocryptfs and kmipfs (bench/bench.sh; needs root). bench-fs installs fio,
+# gocryptfs, sqlite3, python3 and curl when missing (bench/setup.sh) and prints the table; it also
+# writes it as markdown (BENCH_QUICK=1 for a one-minute trial run; the other BENCH_* variables are
+# described at the top of bench/bench.sh).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	@$(MAKE) --no-print-directory bench-fs
 
 bench-fs: build
-	@for p in gocryptfs sqlite3 bc; do command -v $$p >/dev/null || { apt-get install -y -qq $$p >/dev/null; }; done
-	bash bench/bench.sh
+	bash bench/setup.sh
+	KMIPFS=$(abspath $(BIN)) bash bench/bench.sh
 
 lint:
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
@@ -76,8 +100,8 @@ tidy-check:
 	git diff --exit-code go.mod go.sum
 
 # ci is what .ci/run calls on a fresh machine: lint, unit tests with the race detector, the mounted
-# tests, and the unit tests once more on one CPU.
-ci: lint test test-integration
+# tests on the local store and again on S3 (versitygw), and the unit tests once more on one CPU.
+ci: lint test test-integration test-s3
 	GOMAXPROCS=1 $(GO) test -count=1 $(PKGS)
 
 clean:

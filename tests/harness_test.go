@@ -26,7 +26,6 @@ import (
 	"github.com/kmipfs/kmipfs/kms/certs"
 	"github.com/kmipfs/kmipfs/kms/kmipserver"
 	"github.com/kmipfs/kmipfs/meta"
-	"github.com/kmipfs/kmipfs/objstore/local"
 )
 
 // kmipfsBin is the kmipfs binary the exec tests run (built by TestMain unless KMIPFS_BIN names one).
@@ -183,6 +182,8 @@ type env struct {
 	metaDir  string
 	mnt      string
 	logs     *logRecorder
+	// wrapStore, if set (withStore), decorates the store at every mount.
+	wrapStore storeWrapper
 
 	db     *meta.DB
 	client *kms.Client
@@ -225,6 +226,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	for _, o := range opts {
 		o(e)
 	}
+	e.prepareStore()
 	if e.external == nil {
 		e.kms = startKMSServer(t, filepath.Join(dir, "kms"))
 		for _, id := range []string{keyA, keyB} {
@@ -265,9 +267,12 @@ func (e *env) mount() {
 		e.t.Fatal(err)
 	}
 	e.cache = kms.NewCache(e.client, e.kmsCfg.CacheOptions(logger))
-	store, err := local.New(e.storeDir, local.Options{Logger: logger})
+	store, err := e.openStore(logger)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if e.wrapStore != nil {
+		store = e.wrapStore(store)
 	}
 	e.db, err = meta.Open(e.metaDir, meta.Options{Logger: logger})
 	if err != nil {
@@ -384,7 +389,8 @@ func (e *env) storeFiles() []string {
 		if err != nil {
 			return err
 		}
-		if info.Mode().IsRegular() && !strings.Contains(p, "/.tmp/") {
+		// Objects live in bucket directories; files at the root (the store's marker) are not objects.
+		if info.Mode().IsRegular() && !strings.Contains(p, "/.tmp/") && filepath.Dir(p) != e.storeDir {
 			out = append(out, p)
 		}
 		return nil

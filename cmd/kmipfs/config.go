@@ -12,6 +12,7 @@ import (
 
 	"github.com/kmipfs/kmipfs/fs"
 	"github.com/kmipfs/kmipfs/kms"
+	"github.com/kmipfs/kmipfs/objstore/s3"
 )
 
 // Config is the whole kmipfs.toml. Each section belongs to the package that uses it; this file
@@ -26,13 +27,21 @@ type Config struct {
 
 // StoreConfig is the [store] section: where ciphertext objects are kept.
 type StoreConfig struct {
-	Backend string `toml:"backend"` // "local" (the default)
-	Path    string `toml:"path"`    // local: the directory holding the objects
+	Backend string `toml:"backend"`        // "local" (the default) or "s3"
+	Path    string `toml:"path,omitempty"` // local: the directory holding the objects
+	// s3.Config holds the options of backend "s3" (endpoint, region, path_style, bucket_prefix,
+	// credentials_file, ca_path, timeouts, concurrency, ...), written directly in [store].
+	s3.Config
 }
 
 // MetaConfig is the [meta] section: where the Badger metadata database lives.
 type MetaConfig struct {
 	Path string `toml:"path"`
+	// EncryptionKeyID, when set, encrypts the database at rest (Badger's own encryption, so
+	// names, attributes and wrapped keys are protected too) with the 32-byte KMIP secret this key
+	// id names through kms.key_template. It must be set when the database is created and never
+	// changed: a database opened with another key, or without one, is refused.
+	EncryptionKeyID string `toml:"encryption_key_id,omitempty"`
 }
 
 // LogConfig is the [log] section.
@@ -103,7 +112,9 @@ func (c *Config) setDefaults() {
 	if c.Store.Backend == "" {
 		c.Store.Backend = "local"
 	}
-	if c.Store.Path == "" {
+	if c.Store.Backend == "s3" {
+		c.Store.Config.SetDefaults()
+	} else if c.Store.Path == "" {
 		c.Store.Path = defaultStorePath
 	}
 	if c.Meta.Path == "" {
@@ -128,22 +139,40 @@ func (c *Config) resolvePaths(base string) {
 	abs(&c.KMS.ClientKey)
 	abs(&c.KMS.PasswordFile)
 	abs(&c.Store.Path)
+	abs(&c.Store.CredentialsFile)
+	abs(&c.Store.CAPath)
 	abs(&c.Meta.Path)
 }
 
-// Validate checks every section and names the first wrong option.
+// Validate checks every section and names the first wrong option. It creates the store and meta
+// directories if they are missing, but only once every option has passed, so a refused config
+// leaves nothing behind.
 func (c *Config) Validate() error {
+	var dirs [][2]string // option, path
 	if err := c.KMS.Validate(); err != nil {
 		return err
 	}
-	if c.Store.Backend != "local" {
-		return fmt.Errorf("store.backend: expected \"local\", got %q", c.Store.Backend)
+	switch c.Store.Backend {
+	case "local":
+		if c.Store.Config != (s3.Config{}) {
+			return errors.New("store: endpoint, region, bucket_prefix, credentials_file and the other S3 options need backend = \"s3\"")
+		}
+		dirs = append(dirs, [2]string{"store.path", c.Store.Path})
+	case "s3":
+		if c.Store.Path != "" {
+			return errors.New("store.path: only for backend \"local\"; backend \"s3\" keeps objects in the buckets of store.endpoint")
+		}
+		if err := c.Store.Config.Validate(); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("store.backend: expected \"local\" or \"s3\", got %q", c.Store.Backend)
 	}
-	if err := checkDir("store.path", c.Store.Path); err != nil {
-		return err
-	}
-	if err := checkDir("meta.path", c.Meta.Path); err != nil {
-		return err
+	dirs = append(dirs, [2]string{"meta.path", c.Meta.Path})
+	if c.Meta.EncryptionKeyID != "" {
+		if err := validKeyID("meta.encryption_key_id", c.Meta.EncryptionKeyID); err != nil {
+			return err
+		}
 	}
 	if err := c.FS.Validate(); err != nil {
 		return err
@@ -153,6 +182,24 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format: expected \"text\" or \"json\", got %q", c.Log.Format)
+	}
+	for _, d := range dirs {
+		if err := checkExisting(d[0], d[1]); err != nil {
+			return err
+		}
+	}
+	for _, d := range dirs {
+		if err := checkDir(d[0], d[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkExisting refuses a path that exists and is not a directory, before anything is created.
+func checkExisting(option, p string) error {
+	if st, err := os.Stat(p); err == nil && !st.IsDir() {
+		return fmt.Errorf("%s: expected a directory, %s is not one", option, p)
 	}
 	return nil
 }

@@ -44,6 +44,9 @@ Usage:
   kmipfs kms serve [--dir DIR] [--addr HOST:PORT]     run the embedded KMIP server (for tests and demos)
   kmipfs key create|list|show|revoke [--config FILE] [KEYID]
                                                       manage keys in the KMIP server of the config's [kms]
+  kmipfs fsck [--config FILE] [--repair]              check an unmounted filesystem; --repair deletes orphan objects
+  kmipfs rekey [--config FILE] --from KEYID --to KEYID [PATH]
+                                                      re-wrap data keys of an unmounted filesystem to another key
   kmipfs version                                      print the version and on-store format version
   kmipfs help                                         this text
 
@@ -69,6 +72,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdKMS(args[1:], stdout, stderr)
 	case "key":
 		err = cmdKey(args[1:], stdout, stderr)
+	case "fsck":
+		err = cmdFsck(args[1:], stdout, stderr)
+	case "rekey":
+		err = cmdRekey(args[1:], stdout, stderr)
 	case "version", "--version":
 		err = cmdVersion(stdout)
 	case "help", "-h", "--help":

@@ -18,7 +18,9 @@ import (
 	"github.com/kmipfs/kmipfs/fs"
 	"github.com/kmipfs/kmipfs/kms"
 	"github.com/kmipfs/kmipfs/meta"
+	"github.com/kmipfs/kmipfs/objstore"
 	"github.com/kmipfs/kmipfs/objstore/local"
+	"github.com/kmipfs/kmipfs/objstore/s3"
 )
 
 func cmdMount(args []string, stdout, stderr io.Writer) error {
@@ -96,15 +98,15 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 		client.Close()
 		return nil, fail(exitKMS, "cannot start, the KMIP server check failed: %v", err)
 	}
-	store, err := local.New(cfg.Store.Path, local.Options{Logger: logger})
+	store, err := openStore(cfg, logger)
 	if err != nil {
 		client.Close()
-		return nil, fail(exitMount, "store.path: %v", err)
+		return nil, fail(exitMount, "%v", err)
 	}
-	db, err := meta.Open(cfg.Meta.Path, meta.Options{Logger: logger})
+	db, err := openMeta(context.Background(), cfg, client, logger)
 	if err != nil {
 		client.Close()
-		return nil, fail(exitMount, "meta.path: %v", err)
+		return nil, err
 	}
 	cache := kms.NewCache(client, cfg.KMS.CacheOptions(logger))
 	m := &mounted{mountpoint: mountpoint, log: logger, db: db, client: client, cache: cache}
@@ -120,14 +122,46 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 		m.closeBackends()
 		return nil, fail(exitMount, "%v", err)
 	}
-	m.srv, err = fs.Mount(mountpoint, m.fsys, fs.MountOptions{Debug: debug, FsName: "kmipfs:" + cfg.Store.Path})
+	m.srv, err = fs.Mount(mountpoint, m.fsys, fs.MountOptions{Debug: debug, FsName: "kmipfs:" + storeName(cfg)})
 	if err != nil {
 		m.closeBackends()
 		return nil, fail(exitMount, "%v (is the mount point an existing empty directory, and is /dev/fuse usable?)", err)
 	}
 	logger.Info("mounted", "mountpoint", mountpoint, "kms", cfg.KMS.Addr, "kmip_version", client.Version(),
-		"store", cfg.Store.Path, "meta", cfg.Meta.Path)
+		"store", storeName(cfg), "meta", cfg.Meta.Path)
 	return m, nil
+}
+
+// openStore opens the object store of cfg's [store] section: a local directory, or S3 with its
+// concurrency bound and retries. Errors name the option to fix.
+func openStore(cfg *Config, logger *slog.Logger) (objstore.Store, error) {
+	switch cfg.Store.Backend {
+	case "s3":
+		s, err := s3.Open(cfg.Store.Config, s3.Options{Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("store: %v", err)
+		}
+		return s, nil
+	default:
+		s, err := local.New(cfg.Store.Path, local.Options{Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("store.path: %v", err)
+		}
+		return s, nil
+	}
+}
+
+// storeName says where the objects are, for the mount's name and the log: a directory, or the S3
+// endpoint and bucket prefix (never credentials).
+func storeName(cfg *Config) string {
+	if cfg.Store.Backend != "s3" {
+		return cfg.Store.Path
+	}
+	ep := cfg.Store.Endpoint
+	if ep == "" {
+		ep = "s3." + cfg.Store.Region + ".amazonaws.com"
+	}
+	return "s3:" + ep + "/" + cfg.Store.BucketPrefix + "*"
 }
 
 // serveUntilSignal serves requests until SIGINT/SIGTERM or an external unmount, then unmounts and
