@@ -2,12 +2,14 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -144,6 +146,14 @@ func storeTOML(t *testing.T, dir string) string {
 		srv.Endpoint, srv.CredentialsFile)
 }
 
+// runFor is run with a longer bound, for copies of a gigabyte through a slow store.
+func runFor(d time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	return string(out), err
+}
+
 // envInt reads a size from the environment, for the long run of a test.
 func envInt(t *testing.T, name string, def int) int {
 	v := os.Getenv(name)
@@ -252,7 +262,7 @@ path = %q
 	if names, err := api.Buckets(t.Context()); err != nil || !slices.Contains(names, "b") {
 		t.Fatalf("S3 bucket %sb: Buckets = %q, %v", prefix, names, err)
 	}
-	if out, err := run("cp", "-a", src, bucket); err != nil {
+	if out, err := runFor(30*time.Minute, "cp", "-a", src, bucket); err != nil {
 		t.Fatalf("cp -a in: %v %s", err, out)
 	}
 	m.stop(t)
@@ -261,10 +271,10 @@ path = %q
 	m = startProc(t, "mount", "--config", cfgPath, mnt)
 	m.waitMounted(t, mnt)
 	back := filepath.Join(dir, "back")
-	if out, err := run("cp", "-a", filepath.Join(bucket, "src"), back); err != nil {
+	if out, err := runFor(30*time.Minute, "cp", "-a", filepath.Join(bucket, "src"), back); err != nil {
 		t.Fatalf("cp -a out: %v %s", err, out)
 	}
-	if out, err := run("diff", "-r", "--no-dereference", src, back); err != nil {
+	if out, err := runFor(30*time.Minute, "diff", "-r", "--no-dereference", src, back); err != nil {
 		t.Fatalf("the copy that came back differs: %v\n%s", err, out)
 	}
 	m.stop(t)
