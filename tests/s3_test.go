@@ -60,7 +60,8 @@ func s3Server(t *testing.T) *s3test.Server {
 			sharedS3.skip, sharedS3.err = skip, err
 			return
 		}
-		dir, err := os.MkdirTemp("", "kmipfs-versitygw-")
+		removeStaleS3Dirs()
+		dir, err := os.MkdirTemp("", fmt.Sprintf("kmipfs-versitygw-%d-", os.Getpid()))
 		if err != nil {
 			sharedS3.err = err
 			return
@@ -74,6 +75,22 @@ func s3Server(t *testing.T) *s3test.Server {
 		t.Fatalf("versitygw: %v", sharedS3.err)
 	}
 	return sharedS3.srv
+}
+
+// removeStaleS3Dirs removes the directories of shared versitygw servers whose test binary is gone (named
+// kmipfs-versitygw-PID-*), so that runs that nobody stopped with stopSharedS3 do not fill the disk.
+func removeStaleS3Dirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "kmipfs-versitygw-*-*"))
+	for _, d := range dirs {
+		pidText, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), "kmipfs-versitygw-"), "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // stopSharedS3 stops the binary's versitygw, if it started one, and removes its directory; TestMain calls it
@@ -187,7 +204,11 @@ func TestS3CopyNoPlaintext(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ext {
-		t.Cleanup(func() { _ = s3test.WipeAccount(t.Context(), scfg) })
+		if err := s3test.WipeAccount(t.Context(), scfg); err != nil {
+			t.Fatalf("empty the test account of %s: %v", scfg.Endpoint, err)
+		}
+		// t.Context() is done by the time cleanups run.
+		t.Cleanup(func() { _ = s3test.WipeAccount(context.Background(), scfg) })
 	}
 	nFiles, bigMB := envInt(t, "KMIPFS_S3_FILES", 300), envInt(t, "KMIPFS_S3_BIG_MB", 64)
 	dir := t.TempDir()
