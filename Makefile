@@ -55,7 +55,7 @@ fsx-long: build
 # mounted tests with KMIPFS_TEST_STORE=s3 (docs/S3.md). setup-s3 installs it once into $(VERSITYGW)'s
 # directory; test-s3-store runs the S3 backend's tests (conformance suite included) against
 # versitygw, test-s3 then every mounted test with KMIPFS_TEST_STORE=s3.
-.PHONY: setup-s3 test-s3-store test-s3
+.PHONY: setup-s3 test-s3-store test-s3 test-ceph
 VERSITYGW ?= $(shell $(GO) env GOPATH)/bin/versitygw
 setup-s3:
 	@test -x $(VERSITYGW) || { echo "installing versitygw into $(dir $(VERSITYGW))"; \
@@ -73,6 +73,17 @@ test-s3: build test-s3-store
 CRASH_CYCLES ?= 50
 crash-long: build
 	KMIPFS_BIN=$(CURDIR)/$(BIN) KMIPFS_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -p 1 -timeout 30m -run '^TestCrash$$' -v ./tests/ | tail -20
+
+# test-ceph brings up a one-node Ceph Object Gateway on loopback (scripts/ceph-rgw.sh; Debian's
+# ceph packages), runs the S3 conformance suite and the copy-in/copy-out plaintext check against
+# it, and tears it down. It empties every bucket of that test account: only for a test cluster.
+CEPHDIR ?= /var/tmp/kmipfs-ceph
+test-ceph: build
+	scripts/ceph-rgw.sh up $(CEPHDIR)
+	set -a; eval "$$(scripts/ceph-rgw.sh env $(CEPHDIR))"; set +a; \
+	$(GO) test -count=1 -run TestStoreExternal ./objstore/s3/ && \
+	KMIPFS_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 1 -timeout 30m -run TestS3CopyNoPlaintext ./tests/; rc=$$?; \
+	scripts/ceph-rgw.sh down $(CEPHDIR); exit $$rc
 
 # fuzz-ci runs every fuzz target for a few seconds (CI); make fuzz runs them for FUZZTIME (20s).
 fuzz-ci:

@@ -114,7 +114,8 @@ func kConfig(t *testing.T, dir string, cfg kms.Config, template string, extra st
 		fmt.Fprintf(&b, "timeout = %q\n", cfg.Timeout.Duration.String())
 	}
 	b.WriteString(extra)
-	fmt.Fprintf(&b, "[store]\npath = %q\n[meta]\npath = %q\n", filepath.Join(dir, "objects"), filepath.Join(dir, "meta"))
+	b.WriteString(storeTOML(t, dir)) // the local store under dir, or the S3 server of KMIPFS_TEST_STORE=s3
+	fmt.Fprintf(&b, "[meta]\npath = %q\n", filepath.Join(dir, "meta"))
 	f, err := os.CreateTemp(dir, "kmipfs-*.toml")
 	if err != nil {
 		t.Fatal(err)

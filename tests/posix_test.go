@@ -92,7 +92,7 @@ func TestWriteReadPersist(t *testing.T) {
 // against the same operations on a byte slice.
 func TestRandomWritesAndTruncate(t *testing.T) {
 	e := newEnv(t)
-	b := e.bucket("rw", keyA)
+	b := e.bucket("rwt", keyA)
 	p := filepath.Join(b, "file")
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
@@ -160,7 +160,7 @@ func TestRandomWritesAndTruncate(t *testing.T) {
 
 func TestNamespace(t *testing.T) {
 	e := newEnv(t)
-	b := e.bucket("ns", keyA)
+	b := e.bucket("nsp", keyA)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {

@@ -36,7 +36,7 @@ func (e *env) storeSnapshot() map[string]string {
 func TestRekey(t *testing.T) {
 	getfattr := requireTool(t, "getfattr")
 	e := newEnv(t)
-	rk := e.bucket("rk", keyA)
+	rk := e.bucket("rkb", keyA)
 	other := e.bucket("other", keyA)
 	const dirs, perDir = 10, 100
 	content := func(d, f int) []byte {
@@ -61,7 +61,7 @@ func TestRekey(t *testing.T) {
 	cfg := kConfig(t, e.dir, e.kmsCfg, e.template, "")
 
 	// An unknown new key stops before any change.
-	out, code := kRun(t, kmipfsBin, "rekey", "--config", cfg, "--from", keyA, "--to", "no-such-key", "/rk")
+	out, code := kRun(t, kmipfsBin, "rekey", "--config", cfg, "--from", keyA, "--to", "no-such-key", "/rkb")
 	if code != 2 || !strings.Contains(out, `no active KMIP key named "kmipfs-no-such-key"`) || !strings.Contains(out, "nothing changed") {
 		t.Fatalf("rekey to an unknown key: exit %d\n%s", code, out)
 	}
@@ -71,7 +71,7 @@ func TestRekey(t *testing.T) {
 	progress := regexp.MustCompile(`^rekey: (\d+)/1000 files done`)
 	killedRun := func() (killedAt int, killed bool) {
 		t.Helper()
-		cmd := exec.Command(kmipfsBin, "rekey", "--config", cfg, "--from", keyA, "--to", keyB, "/rk")
+		cmd := exec.Command(kmipfsBin, "rekey", "--config", cfg, "--from", keyA, "--to", keyB, "/rkb")
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -108,7 +108,7 @@ func TestRekey(t *testing.T) {
 	for attempt := 0; attempt < 3 && !killed; attempt++ {
 		if killedAt, killed = killedRun(); !killed {
 			t.Logf("rekey finished before the kill landed; moving the files back to try again")
-			kMustRun(t, kmipfsBin, "rekey", "--config", cfg, "--from", keyB, "--to", keyA, "/rk")
+			kMustRun(t, kmipfsBin, "rekey", "--config", cfg, "--from", keyB, "--to", keyA, "/rkb")
 		}
 	}
 	if !killed {
@@ -138,10 +138,10 @@ func TestRekey(t *testing.T) {
 	}
 	t.Logf("killed after %d files reported, %d moved", killedAt, moved)
 
-	out = kMustRun(t, kmipfsBin, "rekey", "--config", cfg, "--from", keyA, "--to", keyB, "/rk")
+	out = kMustRun(t, kmipfsBin, "rekey", "--config", cfg, "--from", keyA, "--to", keyB, "/rkb")
 	mustContain(t, out, fmt.Sprintf("rekey: %d files re-wrapped from key-a to key-b, %d already on key-b, ", 1000-moved, moved), "0 failed")
 	mustContain(t, out, "rekey: 1000/1000 files done")
-	out = kMustRun(t, kmipfsBin, "rekey", "--config", cfg, "--from", keyA, "--to", keyB, "/rk")
+	out = kMustRun(t, kmipfsBin, "rekey", "--config", cfg, "--from", keyA, "--to", keyB, "/rkb")
 	mustContain(t, out, "rekey: 0 files re-wrapped from key-a to key-b, 1000 already on key-b, 0 directories changed, 0 failed")
 
 	after := e.storeSnapshot()
