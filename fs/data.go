@@ -317,7 +317,7 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 	// This data state is the only writer of the file's extent map while it exists, so the map
 	// changes in memory exactly as in meta, without reading it all again.
 	of.extents = meta.ApplyWrite(of.extents, w)
-	of.fsys.gc.enqueue(freed)
+	of.fsys.gc.enqueue(freed...)
 	return nil
 }
 

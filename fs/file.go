@@ -427,7 +427,7 @@ func (f *FS) releaseOrphan(ctx context.Context, ino meta.Ino) {
 		}
 		return
 	}
-	f.gc.enqueue(freed)
+	f.gc.enqueue(freed...)
 	f.mu.Lock()
 	dying := f.dyingBuckets[in.Bucket]
 	f.mu.Unlock()

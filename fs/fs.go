@@ -125,12 +125,12 @@ type FS struct {
 	// orphan). Protected by mu.
 	orphans map[meta.Ino]*orphan
 	// releaser frees forgotten orphans in the background, one at a time; FlushAll waits for it.
-	releaser *releaser
+	releaser *background[meta.Ino]
 	// bgCtx is the context New was given, for background work; the caller cancels it at
 	// unmount.
 	bgCtx context.Context
 	// gc deletes superseded and freed objects in the background.
-	gc *collector
+	gc *background[meta.ObjectRef]
 }
 
 // orphan is an inode whose last name is gone (unlink, a rename over it, or O_TMPFILE) but that
@@ -193,8 +193,12 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	if f.attrTTL == 0 {
 		f.attrTTL = defaultCacheTTL
 	}
-	f.gc = newCollector(f)
-	f.releaser = newReleaser(f)
+	f.gc = newBackground(func(refs []meta.ObjectRef) { f.deleteObjects(f.bgCtx, refs) })
+	f.releaser = newBackground(func(inos []meta.Ino) {
+		for _, ino := range inos {
+			f.releaseOrphan(f.bgCtx, ino)
+		}
+	})
 	f.root = &node{fsys: f, ino: meta.RootIno}
 	if err := f.recover(ctx); err != nil {
 		return nil, err
@@ -217,7 +221,7 @@ func (f *FS) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fs: list gc queue: %w", err)
 	}
-	f.gc.enqueue(pending)
+	f.gc.enqueue(pending...)
 	return nil
 }
 
