@@ -592,12 +592,23 @@ func (db *DB) Release(ctx context.Context, ino Ino) ([]ObjectRef, error) {
 // any more and that the store may still hold. fs deletes them and calls
 // DoneGC; after a crash it finds the unfinished ones here.
 func (db *DB) PendingGC(ctx context.Context) ([]ObjectRef, error) {
+	out, err := db.objectRefs(ctx, prefixGC)
+	if err != nil {
+		return nil, fmt.Errorf("meta: pending gc: %w", err)
+	}
+	return out, nil
+}
+
+// objectRefs returns the objects named by the keys under one of the object-keyed prefixes
+// (prefixGC, prefixRefcount), sorted by bucket and key. The keys themselves sort by bucket
+// length first, so they are sorted again.
+func (db *DB) objectRefs(ctx context.Context, prefix byte) ([]ObjectRef, error) {
 	var out []ObjectRef
 	err := db.view(ctx, func(t *badger.Txn) error {
-		it := t.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixGC}})
+		it := t.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			ref, err := decodeObjectKey(prefixGC, it.Item().Key())
+			ref, err := decodeObjectKey(prefix, it.Item().Key())
 			if err != nil {
 				return err
 			}
@@ -606,9 +617,9 @@ func (db *DB) PendingGC(ctx context.Context) ([]ObjectRef, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("meta: pending gc: %w", err)
+		return nil, err
 	}
-	sortRefs(out) // keys sort by bucket length first
+	sortRefs(out)
 	return out, nil
 }
 
@@ -617,23 +628,10 @@ func (db *DB) PendingGC(ctx context.Context) ([]ObjectRef, error) {
 // hold; fsck deletes other objects (left by a crash between upload and
 // commit) and reports missing ones.
 func (db *DB) Objects(ctx context.Context) ([]ObjectRef, error) {
-	var out []ObjectRef
-	err := db.view(ctx, func(t *badger.Txn) error {
-		it := t.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRefcount}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			ref, err := decodeObjectKey(prefixRefcount, it.Item().Key())
-			if err != nil {
-				return err
-			}
-			out = append(out, ref)
-		}
-		return nil
-	})
+	out, err := db.objectRefs(ctx, prefixRefcount)
 	if err != nil {
 		return nil, fmt.Errorf("meta: objects: %w", err)
 	}
-	sortRefs(out)
 	return out, nil
 }
 

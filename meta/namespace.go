@@ -137,35 +137,16 @@ func (db *DB) Create(ctx context.Context, parent Ino, name string, in Inode) (*I
 	if !validType(in.Mode) {
 		return nil, wrap(fmt.Errorf("mode %#o has no file type: %w", in.Mode, ErrInvalid))
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, wrap(err)
-	}
-	ino, err := db.nextIno()
-	if err != nil {
-		return nil, wrap(err)
-	}
-	var out *Inode
-	err = db.update(ctx, func(x *tx) error {
-		p, err := x.getDir(parent)
-		if err != nil {
-			return err
-		}
+	n, err := db.newInode(ctx, parent, in, func(x *tx, p, n *Inode) error {
 		dk := direntKey(parent, name)
 		if ok, err := exists(x.t, dk); err != nil {
 			return err
 		} else if ok {
 			return ErrExist
 		}
-		n := in.clone()
-		n.Ino = ino
 		n.Nlink = 1
-		n.Parent = 0
-		n.Bucket = p.Bucket
 		if parent == RootIno {
 			n.Bucket = name
-		}
-		if !n.IsRegular() {
-			n.FileID, n.KeyID, n.KeyName, n.WrappedKey, n.Gen = [16]byte{}, "", "", nil, 0
 		}
 		if n.IsDir() {
 			if p.Nlink == math.MaxUint32 {
@@ -177,15 +158,46 @@ func (db *DB) Create(ctx context.Context, parent Ino, name string, in Inode) (*I
 		}
 		p.Mtime, p.Ctime = in.Ctime, in.Ctime
 		x.put(p)
-		x.create(n)
-		if err := x.t.Set(dk, encodeDirent(n.Ino, n.Mode)); err != nil {
+		return x.t.Set(dk, encodeDirent(n.Ino, n.Mode))
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return n, nil
+}
+
+// newInode does what Create and CreateTmp share: it allocates an inode number and, in one
+// transaction, reads the directory dir and builds the new inode from in (Ino set, Nlink 0, no
+// Parent, dir's bucket, the data-key fields only for a regular file), lets place finish it (give
+// it a name, or mark it orphan) and stores it. It returns a copy of what was stored.
+func (db *DB) newInode(ctx context.Context, dir Ino, in Inode, place func(x *tx, dir, n *Inode) error) (*Inode, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ino, err := db.nextIno()
+	if err != nil {
+		return nil, err
+	}
+	var out *Inode
+	err = db.update(ctx, func(x *tx) error {
+		p, err := x.getDir(dir)
+		if err != nil {
 			return err
 		}
+		n := in.clone()
+		n.Ino, n.Nlink, n.Parent, n.Bucket = ino, 0, 0, p.Bucket
+		if !n.IsRegular() {
+			n.FileID, n.KeyID, n.KeyName, n.WrappedKey, n.Gen = [16]byte{}, "", "", nil, 0
+		}
+		if err := place(x, p, n); err != nil {
+			return err
+		}
+		x.create(n)
 		out = n.clone()
 		return nil
 	})
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
 	return out, nil
 }
@@ -280,41 +292,16 @@ func (db *DB) CreateTmp(ctx context.Context, dir Ino, in Inode) (*Inode, error) 
 	if !validType(in.Mode) || in.IsDir() {
 		return nil, wrap(fmt.Errorf("mode %#o: %w", in.Mode, ErrInvalid))
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, wrap(err)
-	}
-	ino, err := db.nextIno()
-	if err != nil {
-		return nil, wrap(err)
-	}
-	var out *Inode
-	err = db.update(ctx, func(x *tx) error {
-		p, err := x.getDir(dir)
-		if err != nil {
-			return err
-		}
+	n, err := db.newInode(ctx, dir, in, func(x *tx, _, n *Inode) error {
 		if dir == RootIno {
 			return ErrCrossBucket
 		}
-		n := in.clone()
-		n.Ino = ino
-		n.Nlink = 0
-		n.Parent = 0
-		n.Bucket = p.Bucket
-		if !n.IsRegular() {
-			n.FileID, n.KeyID, n.KeyName, n.WrappedKey, n.Gen = [16]byte{}, "", "", nil, 0
-		}
-		x.create(n)
-		if err := x.t.Set(orphanKey(ino), nil); err != nil {
-			return err
-		}
-		out = n.clone()
-		return nil
+		return x.t.Set(orphanKey(n.Ino), nil)
 	})
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return out, nil
+	return n, nil
 }
 
 // dropLink decrements a non-directory's Nlink and records it as an orphan
