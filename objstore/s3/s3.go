@@ -284,20 +284,107 @@ func (s *Store) bucketExists(ctx context.Context, b string) (bool, error) {
 	return true, nil
 }
 
-// DeleteBucket implements objstore.Store.
+// emptyBucketTries bounds how often DeleteBucket sends a DeleteBucket that the server refused as not empty
+// while a listing found the bucket empty; emptyBucketWait is the first pause between them, doubled each time
+// (10 ms, 20 ms, ... about 0.6 s in all).
+const (
+	emptyBucketTries = 7
+	emptyBucketWait  = 10 * time.Millisecond
+)
+
+// DeleteBucket implements objstore.Store. A refusal as not empty is checked with a listing before it is
+// believed, for two reasons:
+//
+//   - A file-backed server (versitygw's posix backend) answers a DeleteObject of a key that a concurrent
+//     DeleteObject is removing as done while the other request has yet to remove the key's empty parent
+//     directory, and its DeleteBucket counts that directory as content. So a bucket whose last object has just
+//     been deleted can be refused for a moment although it holds nothing; DeleteBucket asks again, a few times
+//     over about half a second, while the listing stays empty.
+//   - Unfinished multipart uploads (of a Put that died with its process) hold invisible parts that some servers
+//     count as content. Those whose keys are objstore keys, as kmipfs's are, are aborted.
+//
+// It is ErrBucketNotEmpty when the bucket holds any object, kmipfs's or not, or an unfinished upload of a key
+// kmipfs would not write: DeleteBucket never deletes what it did not write.
 func (s *Store) DeleteBucket(ctx context.Context, bucket string) error {
 	b, err := s.bucketName(bucket)
 	if err != nil {
 		return fmt.Errorf("objstore: delete bucket: %w", err)
 	}
-	err = s.call(ctx, func(ctx context.Context) error {
-		_, err := s.client.DeleteBucket(ctx, &awss3.DeleteBucketInput{Bucket: aws.String(b)})
-		return err
-	})
+	wait := emptyBucketWait
+	for try := 1; ; try++ {
+		err = s.call(ctx, func(ctx context.Context) error {
+			_, err := s.client.DeleteBucket(ctx, &awss3.DeleteBucketInput{Bucket: aws.String(b)})
+			return err
+		})
+		if err == nil || codeOf(err) != "BucketNotEmpty" || try == emptyBucketTries {
+			break
+		}
+		empty, cerr := s.clearForDelete(ctx, b)
+		if cerr != nil {
+			return wrapErr(ctx, "delete bucket", b, cerr)
+		}
+		if !empty {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("objstore: delete bucket %q: %w", b, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 	if err != nil {
 		err = s.bucketGone(ctx, b, err)
 	}
 	return wrapErr(ctx, "delete bucket", b, err)
+}
+
+// clearForDelete reports whether bucket b holds no object and no unfinished multipart upload other than
+// those of objstore keys, which it aborts: whether a DeleteBucket refused as not empty is worth sending again.
+func (s *Store) clearForDelete(ctx context.Context, b string) (bool, error) {
+	var objects int32
+	err := s.call(ctx, func(ctx context.Context) error {
+		out, err := s.client.ListObjectsV2(ctx, &awss3.ListObjectsV2Input{Bucket: aws.String(b), MaxKeys: aws.Int32(1)})
+		if err == nil {
+			objects = int32(len(out.Contents))
+		}
+		return err
+	})
+	if err != nil || objects > 0 {
+		return false, err
+	}
+	in := &awss3.ListMultipartUploadsInput{Bucket: aws.String(b)}
+	empty := true
+	for {
+		var out *awss3.ListMultipartUploadsOutput
+		err := s.call(ctx, func(ctx context.Context) error {
+			var err error
+			out, err = s.client.ListMultipartUploads(ctx, in)
+			return err
+		})
+		if err != nil {
+			return false, err
+		}
+		for _, u := range out.Uploads {
+			if objstore.ValidKey(aws.ToString(u.Key)) != nil {
+				empty = false // not kmipfs's: leave it, and the bucket
+				continue
+			}
+			err := s.call(ctx, func(ctx context.Context) error {
+				_, err := s.client.AbortMultipartUpload(ctx, &awss3.AbortMultipartUploadInput{
+					Bucket: aws.String(b), Key: u.Key, UploadId: u.UploadId,
+				})
+				return err
+			})
+			if err != nil && codeOf(err) != "NoSuchUpload" {
+				return false, err
+			}
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return empty, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
 }
 
 // Buckets implements objstore.BucketLister: the S3 buckets whose names start with the configured prefix, with
@@ -581,6 +668,11 @@ func (s *Store) Delete(ctx context.Context, bucket, key string) error {
 	})
 	if err != nil && errors.Is(sentinelFor(codeOf(err)), objstore.ErrInvalidKey) {
 		// "key" is only a directory of other keys on a file-backed server: there is no such object to delete.
+		return nil
+	}
+	if codeOf(err) == "NoSuchKey" {
+		// S3 answers 204 for a missing key; versitygw's posix backend says NoSuchKey when a concurrent Delete
+		// removed the file between its stat and its unlink. Either way the object is gone.
 		return nil
 	}
 	if err != nil {
