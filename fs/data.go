@@ -57,6 +57,12 @@ type openFile struct {
 func (of *openFile) account() {
 	if d := len(of.dirty) - of.accounted; d != 0 {
 		of.fsys.dirtyBlocks.Add(int64(d))
+		switch {
+		case of.accounted == 0:
+			of.fsys.stats.dirtyFiles.Add(1)
+		case len(of.dirty) == 0:
+			of.fsys.stats.dirtyFiles.Add(-1)
+		}
 		of.accounted = len(of.dirty)
 	}
 }
@@ -284,10 +290,13 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 		object = objectKey(of.fileID, gen)
 		sealed := of.seal(blocks, gen)
 		err := of.fsys.store.Put(ctx, of.bucket, object, sealed)
+		n := len(sealed)
 		putSealed(sealed) // a Store does not retain data
 		if err != nil {
+			of.fsys.stats.flushErrors.Add(1)
 			return fmt.Errorf("put object %s: %w", object, err)
 		}
+		of.fsys.stats.flushedBytes.Add(uint64(n))
 	}
 	w := meta.Write{Object: object, Gen: gen, Blocks: blocks, Truncate: of.truncated, KeepBlocks: of.keepBlocks,
 		Holes: mergeRanges(of.holes)}
@@ -305,8 +314,10 @@ func (of *openFile) flushLocked(ctx context.Context) error {
 			// Nothing points at the object; remove it now rather than leave it to fsck.
 			_ = of.fsys.store.Delete(context.WithoutCancel(ctx), of.bucket, object)
 		}
+		of.fsys.stats.flushErrors.Add(1)
 		return fmt.Errorf("commit write: %w", err)
 	}
+	of.fsys.stats.flushes.Add(1)
 	of.gen = gen
 	for _, blk := range of.dirty {
 		putBlock(blk)

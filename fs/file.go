@@ -427,6 +427,7 @@ func (f *FS) releaseOrphan(ctx context.Context, ino meta.Ino) {
 		}
 		return
 	}
+	f.stats.orphansReleased.Add(1)
 	f.gc.enqueue(freed...)
 	f.mu.Lock()
 	dying := f.dyingBuckets[in.Bucket]

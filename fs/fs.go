@@ -76,6 +76,9 @@ type Options struct {
 	// EntryTimeout and AttrTimeout are how long the kernel may cache names (also the absence of a
 	// name) and attributes; zero means defaultCacheTTL.
 	EntryTimeout, AttrTimeout time.Duration
+	// Status, if set, builds the document that getxattr of user.kmipfs.status on the mount root
+	// returns (kmipfs status reads it); nil makes that attribute absent.
+	Status StatusSource
 }
 
 // defaultCacheTTL is how long the kernel may cache entries, negative entries and attributes.
@@ -131,6 +134,17 @@ type FS struct {
 	bgCtx context.Context
 	// gc deletes superseded and freed objects in the background.
 	gc *background[meta.ObjectRef]
+
+	// stats are the counters behind Stats (atomics: no lock on the hot path).
+	stats counters
+	// status builds the user.kmipfs.status document (Options.Status); statusMu guards the
+	// copy kept for getxattr's size protocol.
+	status   StatusSource
+	statusMu sync.Mutex
+	// statusDoc and statusAt are the document of the last size query and when it was made.
+	// Protected by statusMu.
+	statusDoc []byte
+	statusAt  time.Time
 }
 
 // orphan is an inode whose last name is gone (unlink, a rename over it, or O_TMPFILE) but that
@@ -174,6 +188,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		tmpfiles:     make(map[meta.Ino]bool),
 		orphans:      make(map[meta.Ino]*orphan),
 		bgCtx:        ctx,
+		status:       opts.Status,
 	}
 	if f.log == nil {
 		f.log = discardLogger
@@ -319,6 +334,9 @@ type MountOptions struct {
 	Debug bool
 	// FsName is shown as the source in /proc/mounts.
 	FsName string
+	// KernelOptions are passed to the kernel's mount as they are ("ro", "noatime", ...): options
+	// the kernel enforces itself, so kmipfs needs no code of its own for them.
+	KernelOptions []string
 }
 
 // Mount mounts f at mountpoint and returns once the kernel has acknowledged the mount.
@@ -352,12 +370,21 @@ func Mount(mountpoint string, f *FS, mo MountOptions) (*fuse.Server, error) {
 	if *f.cfg.DefaultPermissions {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
+	opts.MountOptions.Options = append(opts.MountOptions.Options, mo.KernelOptions...)
 	if os.Geteuid() == 0 {
 		// As root the mount(2) call works without the fusermount3 helper.
 		opts.MountOptions.DirectMount = true
 	}
-	srv, err := gofs.Mount(mountpoint, f.root, opts)
+	// What gofs.Mount does, with the node API's RawFileSystem wrapped to count every request
+	// (see timedFS).
+	raw := &timedFS{RawFileSystem: gofs.NewNodeFS(f.root, opts), t: &f.stats.ops}
+	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// As in gofs.Mount: the serve loop ends by itself when the mount did not come up.
 		return nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
 	}
 	return srv, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kmipfs/kmipfs/meta"
 	"github.com/kmipfs/kmipfs/objstore"
@@ -22,6 +23,8 @@ type background[T any] struct {
 	pending []T
 	running bool          // a worker goroutine is draining pending
 	idle    chan struct{} // closed when the worker stops; replaced when one starts
+	// queued counts the items enqueued and not yet handled, for Stats.
+	queued atomic.Int64
 }
 
 func newBackground[T any](fn func(batch []T)) *background[T] {
@@ -35,6 +38,7 @@ func (b *background[T]) enqueue(items ...T) {
 	if len(items) == 0 {
 		return
 	}
+	b.queued.Add(int64(len(items)))
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.pending = append(b.pending, items...)
@@ -60,6 +64,7 @@ func (b *background[T]) work(idle chan struct{}) {
 		}
 		b.mu.Unlock()
 		b.fn(batch)
+		b.queued.Add(-int64(len(batch)))
 	}
 }
 
@@ -84,8 +89,10 @@ func (f *FS) deleteObjects(ctx context.Context, refs []meta.ObjectRef) {
 	for _, r := range refs {
 		if err := f.store.Delete(ctx, r.Bucket, r.Key); err != nil && !errors.Is(err, objstore.ErrBucketNotFound) {
 			f.log.Warn("delete of superseded object failed; it stays queued", "bucket", r.Bucket, "object", r.Key, "err", err)
+			f.stats.gcErrors.Add(1)
 			continue
 		}
+		f.stats.gcDeleted.Add(1)
 		done = append(done, r)
 	}
 	if err := f.meta.DoneGC(ctx, done); err != nil {

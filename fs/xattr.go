@@ -13,7 +13,7 @@ import (
 )
 
 // The kmipfs extended attributes. key-id is settable on buckets, directories and files; key-name
-// and cipher are informational and read-only.
+// and cipher are informational and read-only; status (status.go) is read-only, on the root only.
 const (
 	xattrKeyID   = "user.kmipfs.key-id"
 	xattrKeyName = "user.kmipfs.key-name"
@@ -65,6 +65,12 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	ctx = detach(ctx)
 	if attr == aclAccess || attr == aclDefault {
 		return 0, syscall.ENODATA
+	}
+	if attr == xattrStatus {
+		if !n.isRoot() {
+			return 0, syscall.ENODATA
+		}
+		return n.fsys.getStatus(ctx, dest)
 	}
 	if errno := checkXattrName(attr); errno != 0 {
 		return 0, errno
@@ -137,7 +143,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return errno
 	}
 	switch attr {
-	case xattrKeyName, xattrCipher:
+	case xattrKeyName, xattrCipher, xattrStatus:
 		return syscall.EPERM
 	case xattrKeyID:
 		return n.setKeyID(ctx, string(data), flags)
@@ -252,7 +258,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return n.fsys.toErrno(err, "removexattr", "path", n.path())
 	}
 	switch {
-	case attr == xattrKeyName || attr == xattrCipher:
+	case attr == xattrKeyName || attr == xattrCipher || attr == xattrStatus:
 		return syscall.EPERM
 	case attr == xattrKeyID && in.IsRegular():
 		// A file always has a key; there is nothing to fall back to.

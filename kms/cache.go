@@ -73,6 +73,7 @@ type CacheStats struct {
 	Misses  uint64 // had to wait for a fetch (their own or a shared one)
 	Fetches uint64 // calls to the source
 	Stale   uint64 // answered with an expired secret because the source was unavailable
+	Entries int    // names cached now (a secret, a remembered "not found" or a failure)
 }
 
 // entry is what the cache knows about one name. Any of its parts may be unset.
@@ -145,9 +146,13 @@ func NewCache(src SecretSource, opts CacheOptions) *Cache {
 	}
 }
 
-// Stats returns the counters.
+// Stats returns the counters and the number of cached names.
 func (c *Cache) Stats() CacheStats {
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Fetches: c.fetches.Load(), Stale: c.stale.Load()}
+	c.mu.Lock()
+	n := len(c.entries)
+	c.mu.Unlock()
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Fetches: c.fetches.Load(), Stale: c.stale.Load(),
+		Entries: n}
 }
 
 // Secret returns a copy of the secret called name, from the cache or from the source. Errors are the

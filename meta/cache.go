@@ -26,6 +26,35 @@ type readCache struct {
 	dirents map[Ino]map[string]Ino
 	// xattrs maps an inode to its cached attributes; a missing one is cached as nil.
 	xattrs map[Ino]map[string][]byte
+	// hits and misses count the lookups (inode, entry, xattr) answered from the cache and those
+	// that went to Badger, for CacheStats. Plain counters: every lookup already holds mu.
+	hits, misses uint64
+}
+
+// CacheStats describes the read cache of a DB: how many records it holds and how many lookups
+// it answered (hits) or passed on to Badger (misses) since Open. Read-write transactions never use
+// the cache and are not counted.
+type CacheStats struct {
+	Entries int
+	Hits    uint64
+	Misses  uint64
+}
+
+// CacheStats returns the read cache's counters, for metrics and kmipfs status.
+func (db *DB) CacheStats() CacheStats {
+	c := db.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return CacheStats{Entries: c.n, Hits: c.hits, Misses: c.misses}
+}
+
+// count records the outcome of one lookup. The caller holds mu.
+func (c *readCache) count(found bool) {
+	if found {
+		c.hits++
+	} else {
+		c.misses++
+	}
 }
 
 // defaultCacheEntries bounds the cache at roughly 40 MiB with typical records.
@@ -47,6 +76,7 @@ func (c *readCache) inode(ino Ino) (*Inode, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	in, ok := c.inodes[ino]
+	c.count(ok)
 	if !ok {
 		return nil, false
 	}
@@ -71,6 +101,7 @@ func (c *readCache) dirent(parent Ino, name string) (ino Ino, found bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ino, found = c.dirents[parent][name]
+	c.count(found)
 	return ino, found
 }
 
@@ -97,6 +128,7 @@ func (c *readCache) xattr(ino Ino, name string) (val []byte, present, found bool
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, found := c.xattrs[ino][name]
+	c.count(found)
 	if !found || v == nil {
 		return nil, false, found
 	}

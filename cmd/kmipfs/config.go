@@ -23,6 +23,15 @@ type Config struct {
 	Meta  MetaConfig  `toml:"meta"`
 	FS    fs.Config   `toml:"fs"`
 	Log   LogConfig   `toml:"log"`
+	// Metrics is the [metrics] section: addr = "host:port" serves Prometheus metrics at
+	// http://addr/metrics; empty (the default) serves none. Port 0 picks a free port, which the
+	// log and kmipfs status show.
+	Metrics MetricsConfig `toml:"metrics,omitempty"`
+}
+
+// MetricsConfig is the [metrics] section.
+type MetricsConfig struct {
+	Addr string `toml:"addr,omitempty"`
 }
 
 // StoreConfig is the [store] section: where ciphertext objects are kept.
@@ -182,6 +191,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format: expected \"text\" or \"json\", got %q", c.Log.Format)
+	}
+	if err := validMetricsAddr(c.Metrics.Addr); err != nil {
+		return err
 	}
 	for _, d := range dirs {
 		if err := checkExisting(d[0], d[1]); err != nil {

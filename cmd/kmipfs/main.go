@@ -76,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdFsck(args[1:], stdout, stderr)
 	case "rekey":
 		err = cmdRekey(args[1:], stdout, stderr)
+	case "status":
+		err = cmdStatus(args[1:], stdout, stderr)
 	case "version", "--version":
 		err = cmdVersion(stdout)
 	case "help", "-h", "--help":

@@ -82,13 +82,24 @@ type mounted struct {
 	db         *meta.DB
 	client     *kms.Client
 	cache      *kms.Cache
+	// cfg, started and metrics are for kmipfs status and the metrics endpoint
+	// (status.go, metrics.go); metrics is nil when [metrics] addr is empty.
+	cfg     *Config
+	started time.Time
+	metrics *metricsServer
 }
 
 // startMount connects to the KMIP server (checking it answers, so a wrong address, CA or client
 // certificate stops start-up with one clear line), opens the store and metadata, and mounts.
 func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger) (*mounted, error) {
+	// The metrics port first: a port that is taken stops start-up before anything is opened.
+	ms, err := listenMetrics(cfg.Metrics.Addr)
+	if err != nil {
+		return nil, fail(exitMount, "%v", err)
+	}
 	client, err := kms.NewClient(cfg.KMS, logger)
 	if err != nil {
+		ms.close()
 		return nil, fail(exitUsage, "%v", err)
 	}
 	pingCtx, cancel := context.WithTimeout(context.Background(), cfg.KMS.Timeout.Duration+time.Second)
@@ -96,20 +107,25 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 	cancel()
 	if err != nil {
 		client.Close()
+		ms.close()
 		return nil, fail(exitKMS, "cannot start, the KMIP server check failed: %v", err)
 	}
 	store, err := openStore(cfg, logger)
 	if err != nil {
 		client.Close()
+		ms.close()
 		return nil, fail(exitMount, "%v", err)
 	}
+	store = ms.wrapStore(store)
 	db, err := openMeta(context.Background(), cfg, client, logger)
 	if err != nil {
 		client.Close()
+		ms.close()
 		return nil, err
 	}
 	cache := kms.NewCache(client, cfg.KMS.CacheOptions(logger))
-	m := &mounted{mountpoint: mountpoint, log: logger, db: db, client: client, cache: cache}
+	m := &mounted{mountpoint: mountpoint, log: logger, db: db, client: client, cache: cache,
+		cfg: cfg, started: time.Now(), metrics: ms}
 	m.fsys, err = fs.New(context.Background(), fs.Options{
 		Meta:        db,
 		Store:       store,
@@ -117,6 +133,7 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 		KeyTemplate: cfg.KMS.KeyTemplate,
 		Config:      cfg.FS,
 		Logger:      logger,
+		Status:      fs.StatusFunc(m.status),
 	})
 	if err != nil {
 		m.closeBackends()
@@ -129,6 +146,7 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 	}
 	logger.Info("mounted", "mountpoint", mountpoint, "kms", cfg.KMS.Addr, "kmip_version", client.Version(),
 		"store", storeName(cfg), "meta", cfg.Meta.Path)
+	m.serveMetrics()
 	return m, nil
 }
 
@@ -215,6 +233,7 @@ func (m *mounted) close() error {
 }
 
 func (m *mounted) closeBackends() {
+	m.metrics.close()
 	if m.cache != nil {
 		m.cache.Close()
 	}
