@@ -82,6 +82,12 @@ func metaInUse(dir string) (bool, error) {
 	return false, unix.Flock(int(f.Fd()), unix.LOCK_UN)
 }
 
+// unmountGrace is how long an offline command waits for the database lock of a mount that is
+// going away: umount(8) returns once the kernel has let go of the mount point, while the daemon
+// may still be closing the database, so "umount /mnt/kmip; kmipfs fsck" would otherwise race it.
+// A filesystem that stays mounted is refused after this wait.
+const unmountGrace = 5 * time.Second
+
 // offline is the state of a command that works on an unmounted filesystem: the checked KMIP
 // connection with a secret cache in front of it, the metadata database and (for fsck) the store.
 type offline struct {
@@ -109,6 +115,10 @@ func openOffline(path string, withStore bool, stderr io.Writer) (*offline, error
 		return nil, fail(exitCannotRun, "config %s: %v", path, err)
 	}
 	busy, err := metaInUse(cfg.Meta.Path)
+	for deadline := time.Now().Add(unmountGrace); busy && err == nil && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		busy, err = metaInUse(cfg.Meta.Path)
+	}
 	if err != nil {
 		return nil, fail(exitCannotRun, "meta.path: %v", err)
 	}
