@@ -14,6 +14,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/kmipfs/kmipfs/meta"
 	"github.com/kmipfs/kmipfs/objstore"
@@ -370,10 +371,16 @@ func Mount(mountpoint string, f *FS, mo MountOptions) (*fuse.Server, error) {
 	if *f.cfg.DefaultPermissions {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
-	opts.MountOptions.Options = append(opts.MountOptions.Options, mo.KernelOptions...)
 	if os.Geteuid() == 0 {
-		// As root the mount(2) call works without the fusermount3 helper.
-		opts.MountOptions.DirectMount = true
+		// As root the mount(2) call works without the fusermount3 helper. mount(2) takes ro,
+		// noatime and the like as flag bits, not as strings (fusermount3 translates them itself),
+		// and there is no falling back to fusermount3 after that: it would get no ro.
+		flags, rest := mountFlags(mo.KernelOptions)
+		opts.MountOptions.Options = append(opts.MountOptions.Options, rest...)
+		opts.MountOptions.DirectMountFlags = flags
+		opts.MountOptions.DirectMountStrict = true
+	} else {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, mo.KernelOptions...)
 	}
 	// What gofs.Mount does, with the node API's RawFileSystem wrapped to count every request
 	// (see timedFS).
@@ -388,6 +395,47 @@ func Mount(mountpoint string, f *FS, mo MountOptions) (*fuse.Server, error) {
 		return nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
 	}
 	return srv, nil
+}
+
+// mountFlagBits are the mount options that mount(2) takes as flag bits: set (true) or cleared.
+// nosuid, nodev and noexec are left to go-fuse, which turns them into bits itself.
+var mountFlagBits = map[string]struct {
+	bit uintptr
+	set bool
+}{
+	"ro":          {unix.MS_RDONLY, true},
+	"rw":          {unix.MS_RDONLY, false},
+	"sync":        {unix.MS_SYNCHRONOUS, true},
+	"async":       {unix.MS_SYNCHRONOUS, false},
+	"dirsync":     {unix.MS_DIRSYNC, true},
+	"noatime":     {unix.MS_NOATIME, true},
+	"atime":       {unix.MS_NOATIME, false},
+	"nodiratime":  {unix.MS_NODIRATIME, true},
+	"diratime":    {unix.MS_NODIRATIME, false},
+	"relatime":    {unix.MS_RELATIME, true},
+	"norelatime":  {unix.MS_RELATIME, false},
+	"strictatime": {unix.MS_STRICTATIME, true},
+	"lazytime":    {unix.MS_LAZYTIME, true},
+	"nolazytime":  {unix.MS_LAZYTIME, false},
+}
+
+// mountFlags splits kernel mount options into mount(2) flag bits, starting from fusermount3's
+// nosuid,nodev, and the options that stay strings.
+func mountFlags(options []string) (uintptr, []string) {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	var rest []string
+	for _, o := range options {
+		b, ok := mountFlagBits[o]
+		switch {
+		case !ok:
+			rest = append(rest, o)
+		case b.set:
+			flags |= b.bit
+		default:
+			flags &^= b.bit
+		}
+	}
+	return flags, rest
 }
 
 // slogWriter adapts go-fuse's *log.Logger output to slog.

@@ -113,7 +113,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return fail(exitUsage, "mount point: %v", err)
 	}
-	m, err := startMount(cfg, mnt, *debug, logger)
+	m, err := startMount(cfg, mnt, nil, *debug, logger)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ Try, in another shell:
 Press Ctrl-C to unmount.
 `, mnt, cfg.KMS.Addr, kmsDir, cfg.Store.Path, cfg.Meta.Path, configPath,
 		b, b, b, mnt, demoKeyID, mnt, cfg.Store.Path)
-	return m.serveUntilSignal(sigs)
+	return m.serveUntilSignal(sigs, newStarter())
 }
 
 // ensureDemoKey creates the demo key in the embedded server unless KMIP already has it.

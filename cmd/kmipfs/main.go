@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -39,7 +40,8 @@ func fail(code int, format string, args ...any) error {
 const usage = `kmipfs: an encrypting FUSE filesystem with keys in a KMIP key manager
 
 Usage:
-  kmipfs mount [--config FILE] [--debug] MOUNTPOINT   mount in the foreground; Ctrl-C unmounts
+  kmipfs mount [--config FILE] [-o OPTIONS] [--background] MOUNTPOINT
+                                                      mount; in the foreground Ctrl-C unmounts
   kmipfs demo [DIR]                                   zero set-up demo under DIR (default ./kmipfs-demo)
   kmipfs kms serve [--dir DIR] [--addr HOST:PORT]     run the embedded KMIP server (for tests and demos)
   kmipfs key create|list|show|revoke [--config FILE] [KEYID]
@@ -47,6 +49,7 @@ Usage:
   kmipfs fsck [--config FILE] [--repair]              check an unmounted filesystem; --repair deletes orphan objects
   kmipfs rekey [--config FILE] --from KEYID --to KEYID [PATH]
                                                       re-wrap data keys of an unmounted filesystem to another key
+  kmipfs status [--json] MOUNTPOINT                   what a running mount is doing: config, store, KMIP, cache
   kmipfs version                                      print the version and on-store format version
   kmipfs help                                         this text
 
@@ -54,6 +57,10 @@ Run "kmipfs COMMAND --help" for the options of a command.
 `
 
 func main() {
+	// Installed as /sbin/mount.fuse.kmipfs (a link to kmipfs), it is mount(8)'s helper.
+	if name := filepath.Base(os.Args[0]); name == "mount.fuse.kmipfs" || name == "mount.kmipfs" {
+		os.Exit(runMountHelper(name, os.Args[1:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,9 +30,21 @@ func cmdMount(args []string, stdout, stderr io.Writer) error {
 	configPath := fl.String("config", "/etc/kmipfs/kmipfs.toml", "the config file")
 	debug := fl.Bool("debug", false, "log every FUSE request and reply")
 	logLevel := fl.String("log-level", "", "override log.level from the config (debug, info, warn, error)")
+	background := fl.Bool("background", false, "return once the mount is ready and keep serving it detached;\n"+
+		"a mount that cannot start exits non-zero with the reason")
+	logFile := fl.String("log-file", "", "with --background: append the log to this file (default: the system log)")
+	sloppy := fl.Bool("sloppy", false, "ignore unknown -o options instead of refusing them (mount -s)")
+	var optList []string
+	fl.Func("o", "mount options, comma-separated (see below); may be repeated", func(s string) error {
+		optList = append(optList, s)
+		return nil
+	})
 	fl.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kmipfs mount [--config FILE] [--debug] MOUNTPOINT\n\nMounts kmipfs in the foreground. SIGINT or SIGTERM unmounts.\n\n")
+		fmt.Fprintf(stderr, "Usage: kmipfs mount [--config FILE] [-o OPTIONS] [--background [--log-file FILE]] MOUNTPOINT\n\n"+
+			"Mounts kmipfs, in the foreground unless --background. SIGINT or SIGTERM unmounts, as does umount.\n"+
+			"Under systemd (Type=notify) it reports readiness with sd_notify.\n\n")
 		fl.PrintDefaults()
+		fmt.Fprintf(stderr, "\n%s", mountOptionsHelp)
 	}
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -43,25 +56,70 @@ func cmdMount(args []string, stdout, stderr io.Writer) error {
 		fl.Usage()
 		return &exitError{code: exitUsage, err: errHelp}
 	}
-	cfg, err := loadConfig(*configPath)
+	mo, skipped, err := parseMountOptions(strings.Join(optList, ","), *sloppy)
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
-	if *logLevel != "" {
-		if _, err := parseLevel(*logLevel); err != nil {
+	if *logFile == "" {
+		*logFile = mo.logFile
+	}
+	st := newStarter()
+	if *background && !st.detached() {
+		return startDetached(args, *logFile, stderr)
+	}
+	logTo := stderr
+	if st.detached() && *logFile == "" {
+		logTo = detachedLog(st) // stderr is /dev/null there
+	}
+	err = mountAndServe(*configPath, fl.Arg(0), mo, skipped, *debug, *logLevel, st, stdout, logTo)
+	if err != nil {
+		st.failed(err)
+	}
+	return err
+}
+
+// mountAndServe loads the config, applies the mount options, mounts, reports readiness to st and
+// serves until unmounted. The log goes to logTo.
+func mountAndServe(configPath, mountpoint string, mo mountOptions, skipped []string, debug bool, logLevel string,
+	st *starter, stdout, logTo io.Writer) error {
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return fail(exitUsage, "%v", err)
+	}
+	if logLevel == "" {
+		logLevel = mo.logLevel
+	}
+	if logLevel != "" {
+		if _, err := parseLevel(logLevel); err != nil {
 			return fail(exitUsage, "--log-level: %v", err)
 		}
-		cfg.Log.Level = *logLevel
+		cfg.Log.Level = logLevel
 	}
-	logger := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if mo.allowOther {
+		cfg.FS.AllowOther = true
+	}
+	if mo.defaultPermissions {
+		t := true
+		cfg.FS.DefaultPermissions = &t
+	}
+	logger := newLogger(logTo, cfg.Log.Level, cfg.Log.Format)
+	if len(skipped) > 0 {
+		logger.Warn("ignoring unknown mount options (--sloppy)", "options", strings.Join(skipped, ","))
+	}
 	sigs := notifyStop()
 	defer signal.Stop(sigs)
-	m, err := startMount(cfg, fl.Arg(0), *debug, logger)
+	m, err := startMount(cfg, mountpoint, mo.kernel, debug || mo.debug, logger)
 	if err != nil {
+		if st.detached() {
+			// The caller prints the reason it gets through the pipe; the log (a file or syslog)
+			// keeps it too. A foreground mount prints it once, on stderr, as every command does.
+			logger.Error("mount failed", "mountpoint", mountpoint, "err", err)
+		}
 		return err
 	}
+	st.ready(m.mountpoint)
 	fmt.Fprintf(stdout, "kmipfs mounted at %s (Ctrl-C to unmount)\n", m.mountpoint)
-	return m.serveUntilSignal(sigs)
+	return m.serveUntilSignal(sigs, st)
 }
 
 // notifyStop starts catching SIGINT and SIGTERM. It is called before mounting, so that a signal
@@ -91,7 +149,7 @@ type mounted struct {
 
 // startMount connects to the KMIP server (checking it answers, so a wrong address, CA or client
 // certificate stops start-up with one clear line), opens the store and metadata, and mounts.
-func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger) (*mounted, error) {
+func startMount(cfg *Config, mountpoint string, kernelOptions []string, debug bool, logger *slog.Logger) (*mounted, error) {
 	// The metrics port first: a port that is taken stops start-up before anything is opened.
 	ms, err := listenMetrics(cfg.Metrics.Addr)
 	if err != nil {
@@ -139,7 +197,8 @@ func startMount(cfg *Config, mountpoint string, debug bool, logger *slog.Logger)
 		m.closeBackends()
 		return nil, fail(exitMount, "%v", err)
 	}
-	m.srv, err = fs.Mount(mountpoint, m.fsys, fs.MountOptions{Debug: debug, FsName: "kmipfs:" + storeName(cfg)})
+	m.srv, err = fs.Mount(mountpoint, m.fsys, fs.MountOptions{Debug: debug, FsName: "kmipfs:" + storeName(cfg),
+		KernelOptions: kernelOptions})
 	if err != nil {
 		m.closeBackends()
 		return nil, fail(exitMount, "%v (is the mount point an existing empty directory, and is /dev/fuse usable?)", err)
@@ -184,9 +243,10 @@ func storeName(cfg *Config) string {
 
 // serveUntilSignal serves requests until SIGINT/SIGTERM or an external unmount, then unmounts and
 // writes out what is still buffered.
-func (m *mounted) serveUntilSignal(sigs <-chan os.Signal) error {
+func (m *mounted) serveUntilSignal(sigs <-chan os.Signal, st *starter) error {
 	done := make(chan struct{})
 	go func() { m.srv.Wait(); close(done) }()
+	defer st.stopping()
 	select {
 	case s := <-sigs:
 		m.log.Info("unmounting", "signal", s.String())

@@ -46,6 +46,11 @@ func metaKey(ctx context.Context, cfg *Config, keys kms.SecretSource) ([]byte, e
 // set. A database that was created with another key, with one when none is configured, or
 // without one when one is, is refused with a message that says which (exitMount).
 func openMeta(ctx context.Context, cfg *Config, keys kms.SecretSource, logger *slog.Logger) (*meta.DB, error) {
+	// A database that does not exist yet (a first mount) has no lock to wait for.
+	if busy, err := waitMetaFree(cfg.Meta.Path); err == nil && busy {
+		return nil, fail(exitMount, "meta.path: the metadata database %s is in use by another running kmipfs "+
+			"(a filesystem is mounted once at a time)", cfg.Meta.Path)
+	}
 	key, err := metaKey(ctx, cfg, keys)
 	if err != nil {
 		return nil, err
@@ -82,11 +87,23 @@ func metaInUse(dir string) (bool, error) {
 	return false, unix.Flock(int(f.Fd()), unix.LOCK_UN)
 }
 
-// unmountGrace is how long an offline command waits for the database lock of a mount that is
-// going away: umount(8) returns once the kernel has let go of the mount point, while the daemon
-// may still be closing the database, so "umount /mnt/kmip; kmipfs fsck" would otherwise race it.
-// A filesystem that stays mounted is refused after this wait.
+// unmountGrace is how long a mount or an offline command waits for the database lock of a mount
+// that is going away: umount(8) returns once the kernel has let go of the mount point, while the
+// daemon may still be storing buffered data and closing the database, so "umount /mnt/kmip;
+// kmipfs fsck" or "umount /mnt/kmip; mount /mnt/kmip" would otherwise race it. A filesystem that
+// stays mounted is refused after this wait.
 const unmountGrace = 5 * time.Second
+
+// waitMetaFree waits up to unmountGrace for the database lock of dir to be free and reports
+// whether it is still held.
+func waitMetaFree(dir string) (busy bool, err error) {
+	busy, err = metaInUse(dir)
+	for deadline := time.Now().Add(unmountGrace); busy && err == nil && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		busy, err = metaInUse(dir)
+	}
+	return busy, err
+}
 
 // offline is the state of a command that works on an unmounted filesystem: the checked KMIP
 // connection with a secret cache in front of it, the metadata database and (for fsck) the store.
@@ -114,11 +131,7 @@ func openOffline(path string, withStore bool, stderr io.Writer) (*offline, error
 	if err := cfg.Validate(); err != nil {
 		return nil, fail(exitCannotRun, "config %s: %v", path, err)
 	}
-	busy, err := metaInUse(cfg.Meta.Path)
-	for deadline := time.Now().Add(unmountGrace); busy && err == nil && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-		busy, err = metaInUse(cfg.Meta.Path)
-	}
+	busy, err := waitMetaFree(cfg.Meta.Path)
 	if err != nil {
 		return nil, fail(exitCannotRun, "meta.path: %v", err)
 	}
