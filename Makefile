@@ -6,7 +6,7 @@ FUZZTIME ?= 20s
 DEMODIR  ?= kmipfs-demo
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all setup build install uninstall demo test test-integration fsx-long crash-long fuzz fuzz-ci bench bench-fs lint tidy-check ci clean
+.PHONY: all setup build install uninstall demo test test-integration fsx-long crash-long fuzz fuzz-ci bench bench-fs bench-s3 lint tidy-check ci clean
 
 all: build
 
@@ -125,13 +125,20 @@ fuzz:
 # gocryptfs, sqlite3, python3 and curl when missing (bench/setup.sh) and prints the table; it also
 # writes it as markdown (BENCH_QUICK=1 for a one-minute trial run; the other BENCH_* variables are
 # described at the top of bench/bench.sh).
+# bench-s3 is the S3 column: kmipfs on versitygw side by side with rclone mount on an rclone crypt
+# remote over the same versitygw, with ratios (bench/s3.sh; installs rclone and versitygw).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	@$(MAKE) --no-print-directory bench-fs
+	@$(MAKE) --no-print-directory bench-s3
 
 bench-fs: build
 	bash bench/setup.sh
 	KMIPFS=$(abspath $(BIN)) bash bench/bench.sh
+
+bench-s3: build setup-s3
+	bash bench/setup.sh
+	KMIPFS=$(abspath $(BIN)) VERSITYGW=$(VERSITYGW) bash bench/s3.sh
 
 lint:
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi

@@ -2,7 +2,13 @@
 """report.py turns bench.sh's results into one table: printed as text, and written as markdown
 with the machine description for docs/PERFORMANCE.md.
 
-Usage: report.py RESULTS.tsv MACHINE.txt OUT.md
+Usage: report.py RESULTS.tsv MACHINE.txt OUT.md [SUBJECT TARGETS BASES]
+
+SUBJECT, TARGETS and BASES default to bench.sh's table: kmipfs; plain,loopback,gocryptfs,kmipfs;
+gocryptfs:gc,plain:plain,loopback:lo. bench/s3.sh passes its own (kmipfs-s3 against rclone-crypt):
+SUBJECT is the target the ratios are of, TARGETS the value columns in order, BASES the targets it is
+compared with, each as TARGET:SHORT (SHORT is the name used in GOAL). A table whose rows have no GOAL
+gets no goal column.
 
 RESULTS.tsv has two kinds of tab-separated lines, written by bench.sh:
   row KEY LABEL UNIT BETTER GOAL   one table row; BETTER is "high" or "low"
@@ -13,6 +19,7 @@ times and memory. GOAL is what issue 5 asks of the row ("lo>=1 gc>=1.5", "gc>=1"
 
 import sys
 
+SUBJECT = "kmipfs"
 TARGETS = ["plain", "loopback", "gocryptfs", "kmipfs"]
 BASES = [("gocryptfs", "gc"), ("plain", "plain"), ("loopback", "lo")]
 
@@ -30,7 +37,7 @@ def num(v):
 
 
 def ratio(row, base):
-    k, b = row["vals"].get("kmipfs"), row["vals"].get(base)
+    k, b = row["vals"].get(SUBJECT), row["vals"].get(base)
     if not isinstance(k, float) or not isinstance(b, float) or k <= 0 or b <= 0:
         return None
     return k / b if row["better"] == "high" else b / k
@@ -38,12 +45,12 @@ def ratio(row, base):
 
 def goal(row):
     """Returns "met", "missed", or "" when the row has no goal or lacks the numbers."""
-    if row["goal"] and row["vals"].get("kmipfs") == "fail":
+    if row["goal"] and row["vals"].get(SUBJECT) == "fail":
         return "missed"
     checks = []
     for g in row["goal"].split():
         if g.startswith("max="):
-            k = row["vals"].get("kmipfs")
+            k = row["vals"].get(SUBJECT)
             if not isinstance(k, float):
                 return ""
             checks.append(k <= float(g[4:]))
@@ -76,7 +83,8 @@ def load(path):
 
 
 def table(rows):
-    head = ["workload", "unit"] + TARGETS + ["kmipfs/" + b for b, _ in BASES] + ["goal"]
+    goals = any(r["goal"] for r in rows)
+    head = ["workload", "unit"] + TARGETS + [SUBJECT + "/" + b for b, _ in BASES] + (["goal"] if goals else [])
     body = []
     for r in rows:
         cells = [r["label"], r["unit"] + (" ↑" if r["better"] == "high" else " ↓")]
@@ -84,15 +92,21 @@ def table(rows):
         for b, _ in BASES:
             x = ratio(r, b)
             cells.append("—" if x is None else "%.2fx" % x)
-        g = goal(r)
-        cells.append(g + (" (" + r["goal"] + ")" if g else ""))
+        if goals:
+            g = goal(r)
+            cells.append(g + (" (" + r["goal"] + ")" if g else ""))
         body.append(cells)
-    return head, body
+    return head, body, goals
 
 
 def main():
+    global SUBJECT, TARGETS, BASES
     res, machine, out = sys.argv[1:4]
-    head, body = table(load(res))
+    if len(sys.argv) > 4:
+        SUBJECT = sys.argv[4]
+        TARGETS = sys.argv[5].split(",")
+        BASES = [tuple(b.split(":", 1)) for b in sys.argv[6].split(",")]
+    head, body, goals = table(load(res))
     with open(machine) as f:
         mach = [l.rstrip("\n") for l in f if l.strip()]
 
@@ -103,8 +117,10 @@ def main():
     print(fmt(head))
     for cells in body:
         print(fmt(cells))
-    print("(↑ higher is better, ↓ lower is better; ratios above 1.00x: kmipfs is better;")
-    print(" goal: what issue 5 asks, lo = vs loopback, gc = vs gocryptfs, max = kmipfs's own value)")
+    print("(↑ higher is better, ↓ lower is better; ratios above 1.00x: %s is better%s" %
+          (SUBJECT, ";" if goals else ")"))
+    if goals:
+        print(" goal: what issue 5 asks, lo = vs loopback, gc = vs gocryptfs, max = kmipfs's own value)")
 
     with open(out, "w") as f:
         f.write("<!-- written by bench/bench.sh; paste into docs/PERFORMANCE.md -->\n\n")
@@ -115,9 +131,12 @@ def main():
         for cells in body:
             f.write("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n")
         f.write("\n↑ higher is better, ↓ lower is better. Ratios are oriented so that above 1.00x "
-                "kmipfs is better (kmipfs/base for throughput, base/kmipfs for time and memory). "
-                "goal: issue 5's target for the row (lo = ratio vs loopback, gc = ratio vs "
-                "gocryptfs, max = bound on kmipfs's value).\n")
+                "%s is better (%s/base for throughput, base/%s for time and memory)."
+                % (SUBJECT, SUBJECT, SUBJECT))
+        if goals:
+            f.write(" goal: issue 5's target for the row (lo = ratio vs loopback, gc = ratio vs "
+                    "gocryptfs, max = bound on kmipfs's value).")
+        f.write("\n")
 
 
 if __name__ == "__main__":

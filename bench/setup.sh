@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # setup.sh installs the programs bench.sh needs, from Debian packages, when they are missing, so
 # that `make bench` runs on a fresh machine. It is idempotent and quick when everything is there.
-# curl is only needed for BENCH_PPROF=1 (it fetches the daemon's CPU profiles).
+# curl is only needed for BENCH_PPROF=1 (it fetches the daemon's CPU profiles); rclone only for
+# the S3 column (bench/s3.sh), which also needs versitygw (`make setup-s3`, a Go install, not apt).
 set -euo pipefail
 
 # PACKAGE:COMMAND-IT-PROVIDES
-want=(fio:fio gocryptfs:gocryptfs sqlite3:sqlite3 python3:python3 fuse3:fusermount3 curl:curl)
+want=(fio:fio gocryptfs:gocryptfs sqlite3:sqlite3 python3:python3 fuse3:fusermount3 curl:curl rclone:rclone)
 
 missing=()
 for p in "${want[@]}"; do
