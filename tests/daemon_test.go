@@ -33,7 +33,7 @@ func TestMountBackground(t *testing.T) {
 	kSetKeyID(t, bucket, keyA)
 	writeFile(t, filepath.Join(bucket, "f"), []byte("background\n"))
 	// The detached process left the caller's session and writes its log to the file.
-	mustContain(t, readLog(t, logFile), "msg=mounted")
+	mustContain(t, readString(t, logFile), "msg=mounted")
 	if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("fusermount3 -u: %v\n%s", err, out)
 	}
@@ -56,7 +56,7 @@ func TestMountBackground(t *testing.T) {
 	if isMounted(mnt) {
 		t.Fatal("mounted although the start failed")
 	}
-	mustContain(t, readLog(t, logFile), `msg="mount failed"`, "127.0.0.1:1") // the log keeps the reason too
+	mustContain(t, readString(t, logFile), `msg="mount failed"`, "127.0.0.1:1") // the log keeps the reason too
 	t.Logf("a failed background start took %v and said: %s", time.Since(start).Round(time.Millisecond), out)
 }
 
@@ -113,20 +113,13 @@ func TestMountSystemdNotify(t *testing.T) {
 	}
 }
 
-func readLog(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	must(t, err)
-	return string(b)
-}
-
 // waitLog waits up to 10 s for the log file to contain substr.
 func waitLog(t *testing.T, path, substr string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if strings.Contains(readLog(t, path), substr) {
+		if strings.Contains(readString(t, path), substr) {
 			return
 		}
 	}
-	t.Fatalf("%s has no %q after 10s:\n%s", path, substr, readLog(t, path))
+	t.Fatalf("%s has no %q after 10s:\n%s", path, substr, readString(t, path))
 }

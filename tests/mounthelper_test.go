@@ -68,13 +68,7 @@ echo SCRIPT-DONE
 	if err != nil || !strings.Contains(string(out), "SCRIPT-DONE") {
 		t.Fatalf("%v; the trace:\n%s", err, tail(string(out), 60))
 	}
-	read := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
+	read := func(name string) string { return readString(t, filepath.Join(dir, name)) }
 	// The fstab line's options reached the kernel: noatime and allow_other; _netdev, nofail and
 	// defaults were for mount(8) and are not an error.
 	fstabMount := read("fstab-mount")

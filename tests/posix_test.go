@@ -53,6 +53,12 @@ func readFile(t *testing.T, path string) []byte {
 	return b
 }
 
+// readString is readFile for text: logs and command output.
+func readString(t *testing.T, path string) string {
+	t.Helper()
+	return string(readFile(t, path))
+}
+
 func expectErrno(t *testing.T, err error, want syscall.Errno, what string) {
 	t.Helper()
 	if !errors.Is(err, want) {
